@@ -1,0 +1,107 @@
+"""Small builders for domain objects, shared by every test layer.
+
+Each takes keyword overrides so a test states only what matters to it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from dunning.model import (
+    Account,
+    AccountView,
+    ActionSpec,
+    ActionType,
+    Calendar,
+    Invoice,
+    Level,
+    Policy,
+)
+
+T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+
+
+def account(**kw: Any) -> Account:
+    base: dict[str, Any] = {
+        "account_id": "acc-1",
+        "currency": "EUR",
+        "timezone": "Europe/Berlin",
+        "locale": "de",
+        "email": "anna@example.com",
+        "phone": "+4915112345678",
+    }
+    base.update(kw)
+    return Account(**base)
+
+
+def invoice(
+    invoice_id: str = "inv-1",
+    amount: str | Decimal = "100.00",
+    due: date = date(2026, 1, 2),
+    **kw: Any,
+) -> Invoice:
+    amt = Decimal(amount)
+    base: dict[str, Any] = {
+        "invoice_id": invoice_id,
+        "account_id": kw.pop("account_id", "acc-1"),
+        "currency": kw.pop("currency", "EUR"),
+        "amount": amt,
+        "open_amount": kw.pop("open_amount", amt),
+        "issue_date": kw.pop("issue_date", min(due, date(2025, 12, 1))),
+        "due_date": due,
+    }
+    base.update(kw)
+    return Invoice(**base)
+
+
+def email(template: str = "reminder", **kw: Any) -> ActionSpec:
+    return ActionSpec(type=ActionType.EMAIL, template=template, **kw)
+
+
+def level(name: str, days: int, *actions: ActionSpec, **kw: Any) -> Level:
+    return Level(name=name, days=days, actions=actions or (email(name.replace(" ", "_")),), **kw)
+
+
+def gotransverse_levels() -> tuple[Level, ...]:
+    """The Gotransverse tier table: 10, 30, 40, 45, 60, 90 days."""
+    return (
+        level("reminder", 10, email("reminder")),
+        level("important notice", 30, email("important_notice")),
+        level("avoid suspension", 40, ActionSpec(type=ActionType.SMS, template="avoid_suspension")),
+        level(
+            "suspension",
+            45,
+            ActionSpec(type=ActionType.SUSPEND_SERVICE, target="provisioning"),
+            email("suspension"),
+        ),
+        level(
+            "collection agency",
+            60,
+            ActionSpec(type=ActionType.COLLECTION_AGENCY, target="agency"),
+        ),
+        level("write-off", 90, ActionSpec(type=ActionType.WRITE_OFF)),
+    )
+
+
+def policy(**kw: Any) -> Policy:
+    base: dict[str, Any] = {
+        "policy_id": "pol-1",
+        "name": "standard",
+        "thresholds": {"EUR": Decimal("10.00"), "USD": Decimal("10.00"), "JPY": Decimal("1000")},
+        "levels": gotransverse_levels(),
+    }
+    base.update(kw)
+    return Policy(**base)
+
+
+def calendar(**kw: Any) -> Calendar:
+    base: dict[str, Any] = {"calendar_id": "cal-1"}
+    base.update(kw)
+    return Calendar(**base)
+
+
+def view(*invoices: Invoice, **kw: Any) -> AccountView:
+    acct = kw.pop("account", None) or account()
+    return AccountView(account=acct, invoices=invoices, **kw)
