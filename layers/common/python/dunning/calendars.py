@@ -32,6 +32,9 @@ def local_midnight(day: date, tz: tzinfo) -> datetime:
     return _local_instant(day, 0, 0, tz)
 
 
+# A portfolio shares a few hundred due dates, level offsets and zones: the same
+# local instants come up again and again, so they are computed once.
+@lru_cache(maxsize=131072)
 def _local_instant(day: date, hour: int, minute: int, tz: tzinfo) -> datetime:
     local = datetime(day.year, day.month, day.day, hour, minute, tzinfo=tz)
     instant = local.astimezone(UTC)

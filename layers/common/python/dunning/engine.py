@@ -26,7 +26,6 @@ Rules (docs/architecture.md, "The engine", tells the story):
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from decimal import Decimal
@@ -34,6 +33,7 @@ from enum import Enum
 from typing import Any
 
 from dunning.calendars import ONE_DAY, local_midnight, next_send_time, zone
+from dunning.ids import stable_id
 from dunning.model import (
     CHANNEL_OF,
     CONTACT_ACTIONS,
@@ -71,12 +71,6 @@ REINSTATEMENT_LEVEL = 0
 
 class PolicyUnavailableError(LookupError):
     """A running case is pinned to a policy version the caller did not supply."""
-
-
-def stable_id(*parts: object) -> str:
-    """A short deterministic id for engine outputs (actions, events, approvals)."""
-    key = "|".join(str(p) for p in parts)
-    return hashlib.blake2b(key.encode(), digest_size=12).hexdigest()
 
 
 def case_id_for(mode: Mode, first_invoice_id: str) -> str:

@@ -624,6 +624,13 @@ class EventKind(StrEnum):
     PLAN_COMPLETED = "plan_completed"
     POLICY_MIGRATED = "policy_migrated"
     REMINDER_SCHEDULED = "reminder_scheduled"
+    # Written by the store and the API (people and the billing system).
+    ACCOUNT_CREATED = "account_created"
+    ACCOUNT_UPDATED = "account_updated"
+    INVOICE_RECEIVED = "invoice_received"
+    PAYMENT_RECEIVED = "payment_received"
+    PAYMENT_REVERSED = "payment_reversed"
+    CASE_SUSPENDED = "case_suspended"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,113 @@
+"""Evaluator Lambdas: the dispatcher (EventBridge Scheduler) and the shard worker (SQS).
+
+Thin: parse the event, call `dunning.evaluation.Evaluator`, shape the response,
+publish metrics. The scheduled time in the event is the evaluation instant,
+never the wall clock.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    process_partial_response,
+)
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from dunning import aws
+from dunning.evaluation import Evaluator, ShardTask
+from dunning.model import Channel
+from dunning.observability import logger, metrics, tracer
+from dunning.queues import SqsActionQueue
+from dunning.settings import evaluate_settings
+from dunning.store import DynamoStore
+
+processor = BatchProcessor(event_type=EventType.SQS)
+
+
+@lru_cache(maxsize=1)
+def build_evaluator() -> Evaluator:
+    """Production wiring, built on first use (no I/O at import)."""
+    s = evaluate_settings()
+    store = DynamoStore(aws.dynamodb(), s.TABLE_NAME, s.SHARD_COUNT)
+    queue = SqsActionQueue(
+        aws.sqs(),
+        {
+            Channel.EMAIL: s.EMAIL_QUEUE_URL,
+            Channel.SMS: s.SMS_QUEUE_URL,
+            Channel.WEBHOOK: s.WEBHOOK_QUEUE_URL,
+        },
+        s.SHARD_QUEUE_URL,
+    )
+    return Evaluator(store, queue, shards=s.SHARD_COUNT, time_margin_ms=s.TIME_MARGIN_MS)
+
+
+def scheduled_time(event: dict[str, Any]) -> datetime:
+    """EventBridge Scheduler passes `<aws.scheduler.scheduled-time>` as `scheduled_time`;
+    an EventBridge rule's event carries `time`."""
+    raw = event.get("scheduled_time") or event.get("time")
+    if not isinstance(raw, str):
+        raise ValueError("the event carries no scheduled time")
+    instant = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    if instant.tzinfo is None:
+        raise ValueError(f"scheduled time {raw!r} has no time zone")
+    return instant.astimezone(UTC)
+
+
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+def dispatch(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    as_of = scheduled_time(event)
+    logger.append_keys(as_of=as_of.isoformat())
+    sent = build_evaluator().dispatch(as_of)
+    metrics.add_metric(name="RunsDispatched", unit=MetricUnit.Count, value=1 if sent else 0)
+    return {"as_of": as_of.isoformat(), "shard_tasks": sent}
+
+
+def _record_handler(record: SQSRecord, context: LambdaContext) -> None:
+    task = ShardTask.model_validate_json(record.body)
+    logger.append_keys(run_id=task.run_id, shard=task.shard, part=task.part)
+    evaluator = build_evaluator()
+    result = evaluator.run_shard(task, context.get_remaining_time_in_millis)
+    if result.continuation is not None:
+        evaluator.queue.send_tasks([result.continuation])
+        metrics.add_metric(name="Continuations", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name="CasesEvaluated", unit=MetricUnit.Count, value=result.evaluated)
+    metrics.add_metric(name="LevelChanges", unit=MetricUnit.Count, value=result.level_changes)
+    metrics.add_metric(
+        name="ConflictsRetried", unit=MetricUnit.Count, value=result.conflicts_retried
+    )
+    metrics.add_metric(name="CasesRecovered", unit=MetricUnit.Count, value=result.recovered)
+    metrics.add_metric(name="ApprovalsRequested", unit=MetricUnit.Count, value=result.approvals)
+    metrics.add_metric(name="OutboxResent", unit=MetricUnit.Count, value=result.outbox_resent)
+    for channel, count in result.actions_queued.items():
+        metrics.add_dimension(name="channel", value=channel)
+        metrics.add_metric(name="ActionsQueued", unit=MetricUnit.Count, value=count)
+    logger.info(
+        "shard evaluated",
+        extra={
+            "evaluated": result.evaluated,
+            "changed": result.changed,
+            "actions_queued": dict(result.actions_queued),
+            "continuation": result.continuation is not None,
+        },
+    )
+
+
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+def worker(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+    return process_partial_response(
+        event=event,
+        record_handler=lambda record: _record_handler(record, context),
+        processor=processor,
+        context=context,
+    )

@@ -1,0 +1,230 @@
+"""The scheduled evaluation: dispatcher and shard worker, over ports.
+
+- `dispatch(as_of)`: records the run once (conditional put keyed on the
+  scheduled time) and enqueues one task per shard of the due index.
+- `run_shard(task)`: sends the shard's outbox records whose time has come
+  (deferred actions, or ones a crash left unsent), then reads the due index
+  page by page, decides each due account with the engine, writes each decision
+  in one conditional transaction (view + cases + audit + outbox), and sends
+  the due actions to the channel queues in batches of ten. On a conflict (a
+  payment landed meanwhile) it re-reads the account and decides again. Near
+  the end of its time budget it stops and returns a continuation task.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Protocol
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict
+
+from dunning.engine import apply_decision, decide
+from dunning.ids import stable_id
+from dunning.model import AccountView, Action, Decision, EventKind, Policy
+from dunning.observability import logger
+from dunning.selection import NoPolicyError, select_policy
+from dunning.store import ConflictError, DynamoStore, PolicyBook, StoredView
+from dunning.store.schema import iso
+
+CONFLICT_RETRIES = 3
+
+
+class ShardTask(BaseModel):
+    """One shard of one scheduled run (the shard queue's message body)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    run_id: str
+    as_of: AwareDatetime
+    shard: int
+    start_key: dict[str, Any] | None = None
+    part: int = 0
+
+
+class ActionQueue(Protocol):
+    def send_actions(self, actions: Sequence[Action]) -> list[Action]: ...
+
+    def send_tasks(self, tasks: Sequence[BaseModel]) -> int: ...
+
+
+@dataclass(slots=True)
+class ShardResult:
+    evaluated: int = 0
+    changed: int = 0
+    level_changes: int = 0
+    approvals: int = 0
+    recovered: int = 0
+    conflicts_retried: int = 0
+    not_covered: int = 0
+    outbox_resent: int = 0
+    actions_queued: Counter[str] = field(default_factory=Counter)
+    actions_deferred: int = 0
+    continuation: ShardTask | None = None
+
+
+def run_id_for(as_of: datetime) -> str:
+    return "run-" + stable_id("run", iso(as_of))
+
+
+class Evaluator:
+    def __init__(
+        self,
+        store: DynamoStore,
+        queue: ActionQueue,
+        *,
+        shards: int,
+        time_margin_ms: int = 20_000,
+    ) -> None:
+        self.store = store
+        self.queue = queue
+        self.shards = shards
+        self.time_margin_ms = time_margin_ms
+        self._pinned: dict[tuple[str, int], Policy] = {}
+
+    # ----------------------------------------------------------- dispatcher
+
+    def dispatch(self, as_of: datetime) -> int:
+        """Enqueue one task per shard, once per scheduled time. Returns tasks sent."""
+        run_id = run_id_for(as_of)
+        if not self.store.record_run(as_of, run_id, self.shards):
+            logger.info("run already dispatched", extra={"run_id": run_id, "as_of": iso(as_of)})
+            return 0
+        tasks = [ShardTask(run_id=run_id, as_of=as_of, shard=s) for s in range(self.shards)]
+        return self.queue.send_tasks(tasks)
+
+    # --------------------------------------------------------------- worker
+
+    def run_shard(
+        self,
+        task: ShardTask,
+        remaining_ms: Callable[[], int],
+        book: PolicyBook | None = None,
+    ) -> ShardResult:
+        result = ShardResult()
+        as_of = task.as_of
+        book = book or self.store.load_policy_book()
+        if task.part == 0:
+            self._send_outbox(task, result)
+        start_key = task.start_key
+        while True:
+            page = self.store.query_due(task.shard, as_of, start_key)
+            ready: list[Action] = []
+            last_done: StoredView | None = None
+            for stored in page.items:
+                if remaining_ms() < self.time_margin_ms:
+                    result.continuation = self._continuation(task, last_done, start_key)
+                    self._queue(ready, as_of, result)
+                    return result
+                ready += self._evaluate(stored, as_of, book, result)
+                last_done = stored
+                if len(ready) >= 50:
+                    self._queue(ready, as_of, result)
+                    ready = []
+            self._queue(ready, as_of, result)
+            if not page.last_key:
+                return result
+            start_key = page.last_key
+
+    def _continuation(
+        self, task: ShardTask, last_done: StoredView | None, page_start: dict[str, Any] | None
+    ) -> ShardTask:
+        key = page_start
+        if last_done is not None and last_done.due_at is not None:
+            account_id = last_done.view.account.account_id
+            key = {
+                "PK": {"S": f"ACCOUNT#{account_id}"},
+                "SK": {"S": "ACCOUNT"},
+                "due_pk": {"S": f"DUE#{task.shard}"},
+                "due_at": {"S": last_done.due_at},
+            }
+        return task.model_copy(update={"start_key": key, "part": task.part + 1})
+
+    def _send_outbox(self, task: ShardTask, result: ShardResult) -> None:
+        pending = self.store.query_outbox(task.shard, task.as_of)
+        if pending:
+            result.outbox_resent += len(pending)
+            self._queue(pending, task.as_of, result)
+
+    def _queue(self, actions: list[Action], as_of: datetime, result: ShardResult) -> None:
+        if not actions:
+            return
+        accepted = self.queue.send_actions(actions)
+        self.store.mark_queued(accepted, as_of)
+        for action in accepted:
+            result.actions_queued[action.channel.value] += 1
+
+    def _policy_for(self, view: AccountView, book: PolicyBook) -> tuple[Policy, str, Policy | None]:
+        """The policy that decides for this account, and a pinned older version."""
+        running = next((c for c in view.cases if c.is_open), None)
+        if running is not None and running.policy_id in book.policies:
+            current = book.policies[running.policy_id]
+            if running.policy_version == current.version or current.apply_to_running_cases:
+                return current, "running case", None
+            key = (running.policy_id, running.policy_version)
+            if key not in self._pinned:
+                self._pinned[key] = self.store.get_policy_version(*key)
+            return current, "running case", self._pinned[key]
+        currency = view.account.currency
+        balance = sum(
+            (inv.open_amount for inv in view.invoices if inv.currency == currency), Decimal(0)
+        )
+        selection = select_policy(
+            view.account, balance, book.rules, book.policies, book.default_policy_id
+        )
+        return selection.policy, selection.selected_by, None
+
+    def decide_stored(
+        self, stored: StoredView, as_of: datetime, book: PolicyBook
+    ) -> tuple[Decision, AccountView]:
+        """The engine's decision for a stored account (no side effect)."""
+        policy, selected_by, pinned = self._policy_for(stored.view, book)
+        view = (
+            stored.view
+            if pinned is None
+            else stored.view.model_copy(update={"case_policy": pinned})
+        )
+        calendar = book.calendars.get(policy.calendar_id) if policy.calendar_id else None
+        decision = decide(view, policy, calendar, as_of, selected_by=selected_by)
+        return decision, apply_decision(stored.view, decision)
+
+    def _evaluate(
+        self, stored: StoredView, as_of: datetime, book: PolicyBook, result: ShardResult
+    ) -> list[Action]:
+        """Decide and write one account; returns its actions due now."""
+        account_id = stored.view.account.account_id
+        for attempt in range(CONFLICT_RETRIES + 1):
+            try:
+                decision, new_view = self.decide_stored(stored, as_of, book)
+            except NoPolicyError as err:
+                result.not_covered += 1
+                logger.warning("no policy", extra={"account_id": account_id, "error": str(err)})
+                self.store.save_due_only(stored, None, as_of)
+                return []
+            try:
+                if decision.changed or decision.events:
+                    self.store.save_decision(stored, new_view, decision, as_of)
+                else:
+                    self.store.save_due_only(stored, decision.next_evaluation_at, as_of)
+            except ConflictError:
+                if attempt == CONFLICT_RETRIES:
+                    raise
+                result.conflicts_retried += 1
+                stored = self.store.get_view(account_id)
+                continue
+            break
+        result.evaluated += 1
+        if decision.changed:
+            result.changed += 1
+        for event in decision.events:
+            if event.kind is EventKind.LEVEL_ENTERED:
+                result.level_changes += 1
+            elif event.kind is EventKind.CASE_RECOVERED:
+                result.recovered += 1
+        result.approvals += len(decision.approvals)
+        ready = [a for a in decision.actions if a.not_before <= as_of]
+        result.actions_deferred += len(decision.actions) - len(ready)
+        return ready

@@ -1,0 +1,70 @@
+"""SQS adapters: channel queues for actions, the shard queue for evaluation tasks.
+
+The adapter owns SQS's limits: batches of ten, per-entry failures retried,
+what SQS did not accept reported back (it stays in the outbox).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, TypeAdapter
+
+from dunning.model import Action, Channel
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+
+ACTION = TypeAdapter(Action)
+SQS_BATCH = 10
+ATTEMPTS = 3
+
+
+class SqsActionQueue:
+    def __init__(self, client: SQSClient, channel_urls: Mapping[Channel, str], shard_url: str):
+        self._sqs: Any = client
+        self._urls = dict(channel_urls)
+        self._shard_url = shard_url
+        self.send_calls = 0
+
+    def _send(self, url: str, bodies: Sequence[tuple[str, str]]) -> set[str]:
+        """Send (id, body) pairs in batches of ten; returns the ids SQS accepted."""
+        accepted: set[str] = set()
+        for i in range(0, len(bodies), SQS_BATCH):
+            pending = dict(bodies[i : i + SQS_BATCH])
+            for _attempt in range(ATTEMPTS):
+                entries = [
+                    {"Id": str(n), "MessageBody": body} for n, body in enumerate(pending.values())
+                ]
+                ids = list(pending)
+                self.send_calls += 1
+                out = self._sqs.send_message_batch(QueueUrl=url, Entries=entries)
+                for ok in out.get("Successful", []):
+                    accepted.add(ids[int(ok["Id"])])
+                failed = {ids[int(f["Id"])] for f in out.get("Failed", [])}
+                pending = {k: v for k, v in pending.items() if k in failed}
+                if not pending:
+                    break
+        return accepted
+
+    def send_actions(self, actions: Sequence[Action]) -> list[Action]:
+        by_channel: dict[Channel, list[Action]] = defaultdict(list)
+        for action in actions:
+            by_channel[action.channel].append(action)
+        accepted: list[Action] = []
+        for channel, group in by_channel.items():
+            ok = self._send(
+                self._urls[channel],
+                [(a.action_id, ACTION.dump_json(a).decode()) for a in group],
+            )
+            accepted += [a for a in group if a.action_id in ok]
+        return accepted
+
+    def send_tasks(self, tasks: Sequence[BaseModel]) -> int:
+        bodies = [(str(n), t.model_dump_json()) for n, t in enumerate(tasks)]
+        accepted = self._send(self._shard_url, bodies)
+        if len(accepted) != len(bodies):
+            raise RuntimeError(f"SQS accepted {len(accepted)} of {len(bodies)} shard tasks")
+        return len(accepted)

@@ -1,0 +1,19 @@
+"""Storage: the single DynamoDB table (the only module that speaks DynamoDB)."""
+
+from dunning.store.dynamo import DuePage, DynamoStore, PolicyBook, StoredView, WriteResult
+from dunning.store.errors import ConflictError, NotFoundError, RetryableError, StoreError
+from dunning.store.schema import TABLE, TableDefinition
+
+__all__ = [
+    "TABLE",
+    "ConflictError",
+    "DuePage",
+    "DynamoStore",
+    "NotFoundError",
+    "PolicyBook",
+    "RetryableError",
+    "StoreError",
+    "StoredView",
+    "TableDefinition",
+    "WriteResult",
+]

@@ -1,0 +1,934 @@
+"""`DynamoStore`: the single table, as the domain sees it.
+
+The account item is the aggregate root. It carries the engine's whole view of
+the account (`view`, compact JSON), its `version`, and while the account can
+become due, the due-index attributes. Every write to an account's partition is
+one transaction conditional on that version, so invoices, payments, cases,
+suspensions, audit events and outbox records always change together with the
+view that summarises them, or not at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from botocore.exceptions import ClientError
+from pydantic import BaseModel, TypeAdapter
+
+from dunning.ids import stable_id
+from dunning.ledger import apply_payment, reverse_payment
+from dunning.model import (
+    OPEN_CASE_STATUSES,
+    Account,
+    AccountView,
+    Action,
+    Approval,
+    AuditEvent,
+    Calendar,
+    Case,
+    CaseStatus,
+    Decision,
+    EventKind,
+    Invoice,
+    InvoiceStatus,
+    Payment,
+    PlanStatus,
+    Policy,
+    PolicyRule,
+    Suspension,
+    SuspensionStatus,
+)
+from dunning.store.errors import ConflictError, NotFoundError, RetryableError
+from dunning.store.schema import (
+    DUE_AT,
+    DUE_INDEX,
+    DUE_PK,
+    LIST_PK,
+    LIST_SK,
+    OUTBOX_AT,
+    OUTBOX_INDEX,
+    OUTBOX_PK,
+    PK,
+    SK,
+    iso,
+    shard_of,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+M = TypeVar("M", bound=BaseModel)
+ACTION = TypeAdapter(Action)
+EVENT = TypeAdapter(AuditEvent)
+APPROVAL = TypeAdapter(Approval)
+MAX_TRANSACTION_ITEMS = 100
+CLOSED_CASES_KEPT = 3
+_RETRYABLE = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "TransactionConflictException",
+    }
+)
+
+
+def _s(value: str) -> dict[str, str]:
+    return {"S": value}
+
+
+def _n(value: int) -> dict[str, str]:
+    return {"N": str(value)}
+
+
+def account_key(account_id: str) -> dict[str, Any]:
+    return {PK: _s(f"ACCOUNT#{account_id}"), SK: _s("ACCOUNT")}
+
+
+def body_hash(model: BaseModel, exclude: set[str] | None = None) -> str:
+    canonical = json.dumps(model.model_dump(mode="json", exclude=exclude), sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class StoredView:
+    """An account's view with the version its next write must be conditional on."""
+
+    view: AccountView
+    version: int
+    policy_id: str | None = None
+    due_at: str | None = None  # the due-index sort key it was read with
+
+
+@dataclass(frozen=True, slots=True)
+class DuePage:
+    items: list[StoredView]
+    last_key: dict[str, Any] | None
+    raw_bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyBook:
+    """The configuration an evaluation runs with: current policies, rules, calendars."""
+
+    policies: dict[str, Policy]
+    rules: tuple[PolicyRule, ...] = ()
+    default_policy_id: str | None = None
+    calendars: dict[str, Calendar] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    created: bool
+    version: int
+
+
+def _map_client_error(err: ClientError, what: str) -> Exception:
+    code = err.response.get("Error", {}).get("Code", "")
+    if code == "ConditionalCheckFailedException":
+        return ConflictError(f"{what}: the item changed or exists")
+    if code == "TransactionCanceledException":
+        reasons = err.response.get("CancellationReasons", [])
+        codes = [r.get("Code", "None") for r in reasons]
+        if "ConditionalCheckFailed" in codes:
+            return ConflictError(
+                f"{what}: condition failed ({codes})", reasons=[dict(r) for r in reasons]
+            )
+        return RetryableError(f"{what}: transaction cancelled ({codes})")
+    if code in _RETRYABLE:
+        return RetryableError(f"{what}: {code}")
+    return err
+
+
+def prune_view(view: AccountView) -> AccountView:
+    """What the account item keeps: open things, and the latest closed cases."""
+    invoices = tuple(
+        inv
+        for inv in view.invoices
+        if (
+            inv.status not in (InvoiceStatus.PAID, InvoiceStatus.WRITTEN_OFF)
+            and inv.open_amount > 0
+        )
+        or inv.status is InvoiceStatus.DISPUTED
+    )
+    open_cases = [c for c in view.cases if c.status in OPEN_CASE_STATUSES]
+    closed = sorted(
+        (c for c in view.cases if c.status not in OPEN_CASE_STATUSES),
+        key=lambda c: (c.closed_at or c.opened_at, c.case_id),
+    )[-CLOSED_CASES_KEPT:]
+    suspensions = tuple(
+        s
+        for s in view.suspensions
+        if s.status in (SuspensionStatus.ACTIVE, SuspensionStatus.AWAITING_REVIEW)
+    )
+    plans = tuple(p for p in view.plans if p.status is not PlanStatus.COMPLETED)
+    return view.model_copy(
+        update={
+            "invoices": invoices,
+            "cases": (*open_cases, *closed),
+            "suspensions": suspensions,
+            "plans": plans,
+            "case_policy": None,
+        }
+    )
+
+
+class DynamoStore:
+    """The domain's only door to DynamoDB."""
+
+    def __init__(self, client: DynamoDBClient, table_name: str, shards: int) -> None:
+        # Low-level items are plain dicts here; the typed stubs' TypedDicts add noise.
+        self._db: Any = client
+        self.table = table_name
+        self.shards = shards
+
+    # ------------------------------------------------------------ primitives
+
+    def _transact(self, items: list[dict[str, Any]], what: str) -> None:
+        try:
+            self._db.transact_write_items(TransactItems=items)
+        except ClientError as err:
+            raise _map_client_error(err, what) from err
+
+    def _put(self, item: dict[str, Any], condition: str | None = None) -> dict[str, Any]:
+        put: dict[str, Any] = {"TableName": self.table, "Item": item}
+        if condition:
+            put["ConditionExpression"] = condition
+            put["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
+        return {"Put": put}
+
+    def _get(self, pk: str, sk: str) -> dict[str, Any] | None:
+        out = self._db.get_item(
+            TableName=self.table, Key={PK: _s(pk), SK: _s(sk)}, ConsistentRead=True
+        )
+        item: dict[str, Any] | None = out.get("Item")
+        return item
+
+    def _query_all(self, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        """Every item of a query, following pages."""
+        while True:
+            out = self._db.query(TableName=self.table, **kwargs)
+            yield from out.get("Items", [])
+            last = out.get("LastEvaluatedKey")
+            if not last:
+                return
+            kwargs["ExclusiveStartKey"] = last
+
+    def batch_write(self, requests: Sequence[dict[str, Any]]) -> int:
+        """BatchWriteItem in chunks of 25, retrying unprocessed items. Returns calls."""
+        calls = 0
+        for i in range(0, len(requests), 25):
+            pending: list[Any] = list(requests[i : i + 25])
+            for _attempt in range(8):
+                calls += 1
+                out = self._db.batch_write_item(RequestItems={self.table: pending})
+                pending = list(out.get("UnprocessedItems", {}).get(self.table, []))
+                if not pending:
+                    break
+            if pending:
+                raise RetryableError(f"{len(pending)} items left unprocessed after retries")
+        return calls
+
+    def batch_get(self, keys: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """BatchGetItem in chunks of 100, retrying unprocessed keys."""
+        found: list[dict[str, Any]] = []
+        for i in range(0, len(keys), 100):
+            pending: list[Any] = list(keys[i : i + 100])
+            for _attempt in range(8):
+                out = self._db.batch_get_item(
+                    RequestItems={self.table: {"Keys": pending, "ConsistentRead": True}}
+                )
+                found.extend(out.get("Responses", {}).get(self.table, []))
+                pending = list(out.get("UnprocessedKeys", {}).get(self.table, {}).get("Keys", []))
+                if not pending:
+                    break
+            if pending:
+                raise RetryableError(f"{len(pending)} keys left unprocessed after retries")
+        return found
+
+    # ---------------------------------------------------------- account item
+
+    def _account_item(
+        self, stored: StoredView, due_at: datetime | None, now: datetime
+    ) -> dict[str, Any]:
+        view = prune_view(stored.view)
+        account_id = view.account.account_id
+        item: dict[str, Any] = {
+            **account_key(account_id),
+            "type": _s("account"),
+            "version": _n(stored.version + 1),
+            "view": _s(view.model_dump_json(exclude_defaults=True)),
+            "updated_at": _s(iso(now)),
+        }
+        if stored.policy_id:
+            item["policy_id"] = _s(stored.policy_id)
+        if due_at is not None:
+            item[DUE_PK] = _s(f"DUE#{shard_of(account_id, self.shards)}")
+            item[DUE_AT] = _s(iso(due_at))
+        return item
+
+    def _account_put(
+        self, stored: StoredView, due_at: datetime | None, now: datetime
+    ) -> dict[str, Any]:
+        condition = "attribute_not_exists(PK)" if stored.version == 0 else "version = :v"
+        put = self._put(self._account_item(stored, due_at, now), condition)
+        if stored.version:
+            put["Put"]["ExpressionAttributeValues"] = {":v": _n(stored.version)}
+        return put
+
+    def get_view(self, account_id: str) -> StoredView:
+        item = self._get(f"ACCOUNT#{account_id}", "ACCOUNT")
+        if item is None:
+            raise NotFoundError(f"account {account_id} does not exist")
+        return self._stored(item)
+
+    @staticmethod
+    def _stored(item: Mapping[str, Any]) -> StoredView:
+        return StoredView(
+            view=AccountView.model_validate_json(item["view"]["S"]),
+            version=int(item["version"]["N"]),
+            policy_id=item["policy_id"]["S"] if "policy_id" in item else None,
+            due_at=item["due_at"]["S"] if "due_at" in item else None,
+        )
+
+    def _event_put(self, event: AuditEvent) -> dict[str, Any]:
+        return self._put(
+            {
+                PK: _s(f"ACCOUNT#{event.account_id}"),
+                SK: _s(f"EVENT#{iso(event.at)}#{event.event_id}"),
+                "type": _s("event"),
+                "body": _s(EVENT.dump_json(event).decode()),
+            }
+        )
+
+    def _body_put(
+        self, account_id: str, sk: str, kind: str, model: BaseModel, **extra: Any
+    ) -> dict[str, Any]:
+        item = {
+            PK: _s(f"ACCOUNT#{account_id}"),
+            SK: _s(sk),
+            "type": _s(kind),
+            "body": _s(model.model_dump_json(exclude_defaults=True)),
+        }
+        item.update(extra)
+        return self._put(item)
+
+    def _case_put(self, case: Case) -> dict[str, Any]:
+        return self._body_put(
+            case.account_id,
+            f"CASE#{case.case_id}",
+            "case",
+            case,
+            **{
+                LIST_PK: _s(f"CASE#{case.status.value}"),
+                LIST_SK: _s(f"{case.level:03d}#{case.account_id}#{case.case_id}"),
+                "version": _n(case.version),
+            },
+        )
+
+    # -------------------------------------------------------------- accounts
+
+    def upsert_account(self, account: Account, now: datetime, actor: str) -> WriteResult:
+        """Create an account, or update its attributes keeping its dunning state."""
+        for _attempt in range(5):
+            try:
+                stored = self.get_view(account.account_id)
+            except NotFoundError:
+                stored = StoredView(AccountView(account=account), 0)
+            if stored.version and stored.view.account.model_dump(
+                exclude={"version"}
+            ) == account.model_dump(exclude={"version"}):
+                return WriteResult(created=False, version=stored.version)
+            new = StoredView(
+                stored.view.model_copy(
+                    update={"account": account.model_copy(update={"version": stored.version + 1})}
+                ),
+                stored.version,
+                stored.policy_id,
+            )
+            kind = EventKind.ACCOUNT_CREATED if stored.version == 0 else EventKind.ACCOUNT_UPDATED
+            event = AuditEvent(
+                event_id=stable_id(account.account_id, kind, stored.version),
+                account_id=account.account_id,
+                at=now,
+                kind=kind,
+                case_id=None,
+                data={"segment": account.segment, "currency": account.currency},
+                actor=actor,
+            )
+            try:
+                self._transact(
+                    [self._account_put(new, now, now), self._event_put(event)], "upsert account"
+                )
+            except ConflictError:
+                continue
+            return WriteResult(created=stored.version == 0, version=stored.version + 1)
+        raise ConflictError(f"account {account.account_id} keeps changing; try again")
+
+    # -------------------------------------------------------------- invoices
+
+    def upsert_invoice(self, invoice: Invoice, now: datetime, actor: str) -> WriteResult:
+        """Idempotent by invoice id: the same body twice changes nothing; another
+        body under the same id is a conflict. Re-opens evaluation at once."""
+        digest = body_hash(invoice, exclude={"version", "open_amount", "status", "plan_id"})
+        sk = f"INVOICE#{invoice.invoice_id}"
+        existing = self._get(f"ACCOUNT#{invoice.account_id}", sk)
+        if existing is not None:
+            if existing["body_hash"]["S"] == digest:
+                return WriteResult(created=False, version=int(existing["version"]["N"]))
+            raise ConflictError(
+                f"invoice {invoice.invoice_id} exists with a different body",
+                field="invoice_id",
+            )
+        for _attempt in range(5):
+            stored = self.get_view(invoice.account_id)
+            if invoice.currency != stored.view.account.currency:
+                raise ConflictError(
+                    f"invoice in {invoice.currency} for an account in "
+                    f"{stored.view.account.currency}",
+                    field="currency",
+                )
+            new_invoice = invoice.model_copy(update={"version": 1})
+            view = stored.view.model_copy(update={"invoices": (*stored.view.invoices, new_invoice)})
+            event = AuditEvent(
+                event_id=stable_id(invoice.account_id, "invoice_received", invoice.invoice_id),
+                account_id=invoice.account_id,
+                at=now,
+                kind=EventKind.INVOICE_RECEIVED,
+                case_id=None,
+                data={
+                    "invoice_id": invoice.invoice_id,
+                    "amount": str(invoice.amount),
+                    "currency": invoice.currency,
+                    "due_date": invoice.due_date.isoformat(),
+                },
+                actor=actor,
+            )
+            items = [
+                self._account_put(StoredView(view, stored.version, stored.policy_id), now, now),
+                self._put(
+                    {
+                        PK: _s(f"ACCOUNT#{invoice.account_id}"),
+                        SK: _s(sk),
+                        "type": _s("invoice"),
+                        "body": _s(new_invoice.model_dump_json(exclude_defaults=True)),
+                        "body_hash": _s(digest),
+                        "version": _n(1),
+                    },
+                    "attribute_not_exists(PK)",
+                ),
+                self._event_put(event),
+            ]
+            try:
+                self._transact(items, "upsert invoice")
+            except ConflictError as err:
+                if _failed_index(err) == 1:
+                    return self.upsert_invoice(invoice, now, actor)  # created concurrently
+                continue
+            return WriteResult(created=True, version=1)
+        raise ConflictError(f"account {invoice.account_id} keeps changing; try again")
+
+    def get_invoices(self, account_id: str, invoice_ids: Iterable[str]) -> list[Invoice]:
+        keys = [{PK: _s(f"ACCOUNT#{account_id}"), SK: _s(f"INVOICE#{i}")} for i in set(invoice_ids)]
+        return [Invoice.model_validate_json(it["body"]["S"]) for it in self.batch_get(keys)]
+
+    # -------------------------------------------------------------- payments
+
+    def record_payment(self, payment: Payment, now: datetime, actor: str) -> Payment:
+        """Idempotent by payment id. Allocates, updates the view, re-opens evaluation."""
+        digest = body_hash(payment, exclude={"version", "allocations", "reversed_at"})
+        sk = f"PAYMENT#{payment.payment_id}"
+        for _attempt in range(5):
+            existing = self._get(f"ACCOUNT#{payment.account_id}", sk)
+            if existing is not None:
+                if existing["body_hash"]["S"] == digest:
+                    return Payment.model_validate_json(existing["body"]["S"])
+                raise ConflictError(
+                    f"payment {payment.payment_id} exists with a different body",
+                    field="payment_id",
+                )
+            stored = self.get_view(payment.account_id)
+            view, recorded = apply_payment(stored.view, payment)
+            recorded = recorded.model_copy(update={"version": 1})
+            event = AuditEvent(
+                event_id=stable_id(payment.account_id, "payment_received", payment.payment_id),
+                account_id=payment.account_id,
+                at=now,
+                kind=EventKind.PAYMENT_RECEIVED,
+                case_id=None,
+                data={
+                    "payment_id": payment.payment_id,
+                    "amount": str(payment.amount),
+                    "currency": payment.currency,
+                    "allocations": {a.invoice_id: str(a.amount) for a in recorded.allocations},
+                },
+                actor=actor,
+            )
+            items = [
+                self._account_put(StoredView(view, stored.version, stored.policy_id), now, now),
+                self._put(
+                    {
+                        PK: _s(f"ACCOUNT#{payment.account_id}"),
+                        SK: _s(sk),
+                        "type": _s("payment"),
+                        "body": _s(recorded.model_dump_json(exclude_defaults=True)),
+                        "body_hash": _s(digest),
+                        "version": _n(1),
+                    },
+                    "attribute_not_exists(PK)",
+                ),
+                self._event_put(event),
+                *self._changed_children(stored.view, view),
+            ]
+            try:
+                self._transact(items, "record payment")
+            except ConflictError:
+                continue
+            return recorded
+        raise ConflictError(f"account {payment.account_id} keeps changing; try again")
+
+    def reverse_payment(
+        self, account_id: str, payment_id: str, reason: str, now: datetime, actor: str
+    ) -> Payment:
+        """A bounced payment: reopens exactly what it paid, re-opens evaluation."""
+        for _attempt in range(5):
+            item = self._get(f"ACCOUNT#{account_id}", f"PAYMENT#{payment_id}")
+            if item is None:
+                raise NotFoundError(f"payment {payment_id} does not exist")
+            payment = Payment.model_validate_json(item["body"]["S"])
+            if payment.reversed_at is not None:
+                return payment  # idempotent: already reversed
+            stored = self.get_view(account_id)
+            # Paid invoices left the view: bring back the ones this payment paid.
+            in_view = {inv.invoice_id for inv in stored.view.invoices}
+            missing = [a.invoice_id for a in payment.allocations if a.invoice_id not in in_view]
+            base = stored.view
+            if missing:
+                base = base.model_copy(
+                    update={"invoices": (*base.invoices, *self.get_invoices(account_id, missing))}
+                )
+            view, reversed_payment = reverse_payment(base, payment, now, reason)
+            reversed_payment = reversed_payment.model_copy(update={"version": payment.version + 1})
+            event = AuditEvent(
+                event_id=stable_id(account_id, "payment_reversed", payment_id),
+                account_id=account_id,
+                at=now,
+                kind=EventKind.PAYMENT_REVERSED,
+                case_id=None,
+                data={"payment_id": payment_id, "amount": str(payment.amount), "reason": reason},
+                actor=actor,
+            )
+            payment_put = self._put(
+                {
+                    **{k: v for k, v in item.items() if k not in ("body", "version")},
+                    "body": _s(reversed_payment.model_dump_json(exclude_defaults=True)),
+                    "version": _n(payment.version + 1),
+                },
+                "version = :pv",
+            )
+            payment_put["Put"]["ExpressionAttributeValues"] = {":pv": _n(payment.version)}
+            items = [
+                self._account_put(StoredView(view, stored.version, stored.policy_id), now, now),
+                payment_put,
+                self._event_put(event),
+                *self._changed_children(base, view),
+            ]
+            try:
+                self._transact(items, "reverse payment")
+            except ConflictError:
+                continue
+            return reversed_payment
+        raise ConflictError(f"account {account_id} keeps changing; try again")
+
+    def _changed_children(self, before: AccountView, after: AccountView) -> list[dict[str, Any]]:
+        """Updates of invoice, plan and suspension items whose state changed."""
+        items: list[dict[str, Any]] = []
+        old_inv = {i.invoice_id: i for i in before.invoices}
+        for inv in after.invoices:
+            if old_inv.get(inv.invoice_id) != inv:
+                items.append(self._invoice_update(inv))
+        old_plans = {p.plan_id: p for p in before.plans}
+        for plan in after.plans:
+            if old_plans.get(plan.plan_id) != plan:
+                items.append(self._body_put(plan.account_id, f"PLAN#{plan.plan_id}", "plan", plan))
+        old_susp = {s.suspension_id: s for s in before.suspensions}
+        for s in after.suspensions:
+            if old_susp.get(s.suspension_id) != s:
+                items.append(
+                    self._body_put(s.account_id, f"SUSPENSION#{s.suspension_id}", "suspension", s)
+                )
+        return items
+
+    def _invoice_update(self, inv: Invoice) -> dict[str, Any]:
+        return {
+            "Update": {
+                "TableName": self.table,
+                "Key": {PK: _s(f"ACCOUNT#{inv.account_id}"), SK: _s(f"INVOICE#{inv.invoice_id}")},
+                "UpdateExpression": "SET body = :b, version = version + :one",
+                "ExpressionAttributeValues": {
+                    ":b": _s(inv.model_dump_json(exclude_defaults=True)),
+                    ":one": _n(1),
+                },
+            }
+        }
+
+    # ---------------------------------------------------------- suspensions
+
+    def suspend_case(
+        self, suspension: Suspension, now: datetime, actor: str, expected_version: int | None
+    ) -> StoredView:
+        """Suspend an open case (promise to pay, fraud review, dispute, care)."""
+        stored = self.get_view(suspension.account_id)
+        if expected_version is not None and expected_version != stored.version:
+            raise ConflictError("account version is stale", precondition=True)
+        case = next((c for c in stored.view.cases if c.case_id == suspension.case_id), None)
+        if case is None or not case.is_open:
+            raise NotFoundError(f"no open case {suspension.case_id}")
+        suspended = case.model_copy(
+            update={"status": CaseStatus.SUSPENDED, "suspension_id": suspension.suspension_id}
+        )
+        view = stored.view.model_copy(
+            update={
+                "cases": tuple(suspended if c is case else c for c in stored.view.cases),
+                "suspensions": (*stored.view.suspensions, suspension),
+            }
+        )
+        event = AuditEvent(
+            event_id=stable_id(suspension.account_id, "suspended", suspension.suspension_id),
+            account_id=suspension.account_id,
+            at=now,
+            kind=EventKind.CASE_SUSPENDED,
+            case_id=case.case_id,
+            data={
+                "suspension_id": suspension.suspension_id,
+                "kind": suspension.kind.value,
+                "ends_at": suspension.ends_at.isoformat(),
+                "reason": suspension.reason,
+                "promised_amount": str(suspension.promised_amount)
+                if suspension.promised_amount is not None
+                else None,
+            },
+            actor=actor,
+        )
+        new = StoredView(view, stored.version, stored.policy_id)
+        self._transact(
+            [
+                self._account_put(new, now, now),
+                self._put(
+                    {
+                        PK: _s(f"ACCOUNT#{suspension.account_id}"),
+                        SK: _s(f"SUSPENSION#{suspension.suspension_id}"),
+                        "type": _s("suspension"),
+                        "body": _s(suspension.model_dump_json(exclude_defaults=True)),
+                    },
+                    "attribute_not_exists(PK)",
+                ),
+                self._case_put(suspended),
+                self._event_put(event),
+            ],
+            "suspend case",
+        )
+        return StoredView(view, stored.version + 1, stored.policy_id)
+
+    # ---------------------------------------------------------- configuration
+
+    def put_policy(self, policy: Policy, actor: str, now: datetime) -> Policy:
+        """Store a new version of a policy (never overwrites a version)."""
+        body = _s(policy.model_dump_json())
+        self._transact(
+            [
+                self._put(
+                    {
+                        PK: _s(f"POLICY#{policy.policy_id}"),
+                        SK: _s(f"V#{policy.version:08d}"),
+                        "type": _s("policy"),
+                        "body": body,
+                        "actor": _s(actor),
+                        "created_at": _s(iso(now)),
+                    },
+                    "attribute_not_exists(PK)",
+                ),
+            ],
+            "put policy",
+        )
+        return policy
+
+    def activate_policy(self, policy_id: str, version: int) -> None:
+        item = self._get(f"POLICY#{policy_id}", f"V#{version:08d}")
+        if item is None:
+            raise NotFoundError(f"policy {policy_id} v{version} does not exist")
+        self._db.put_item(
+            TableName=self.table,
+            Item={
+                PK: _s(f"POLICY#{policy_id}"),
+                SK: _s("CURRENT"),
+                "type": _s("policy_current"),
+                "body": item["body"],
+                "version": _n(version),
+                LIST_PK: _s("POLICY#current"),
+                LIST_SK: _s(policy_id),
+            },
+        )
+
+    def get_policy_version(self, policy_id: str, version: int) -> Policy:
+        item = self._get(f"POLICY#{policy_id}", f"V#{version:08d}")
+        if item is None:
+            raise NotFoundError(f"policy {policy_id} v{version} does not exist")
+        return Policy.model_validate_json(item["body"]["S"])
+
+    def put_calendar(self, calendar: Calendar) -> None:
+        self._db.put_item(
+            TableName=self.table,
+            Item={
+                PK: _s(f"CALENDAR#{calendar.calendar_id}"),
+                SK: _s("CALENDAR"),
+                "type": _s("calendar"),
+                "body": _s(calendar.model_dump_json()),
+                LIST_PK: _s("CALENDAR"),
+                LIST_SK: _s(calendar.calendar_id),
+            },
+        )
+
+    def put_rules(self, rules: Sequence[PolicyRule], default_policy_id: str | None) -> None:
+        self._db.put_item(
+            TableName=self.table,
+            Item={
+                PK: _s("CONFIG#selection"),
+                SK: _s("CONFIG"),
+                "type": _s("selection"),
+                "body": _s(
+                    json.dumps(
+                        {
+                            "rules": [r.model_dump(mode="json") for r in rules],
+                            "default_policy_id": default_policy_id,
+                        }
+                    )
+                ),
+            },
+        )
+
+    def load_policy_book(self) -> PolicyBook:
+        """Current policies, selection rules and calendars (a handful of reads)."""
+        policies = {
+            it[LIST_SK]["S"]: Policy.model_validate_json(it["body"]["S"])
+            for it in self._query_all(
+                IndexName="lists",
+                KeyConditionExpression="list_pk = :p",
+                ExpressionAttributeValues={":p": _s("POLICY#current")},
+            )
+        }
+        calendars = {
+            it[LIST_SK]["S"]: Calendar.model_validate_json(it["body"]["S"])
+            for it in self._query_all(
+                IndexName="lists",
+                KeyConditionExpression="list_pk = :p",
+                ExpressionAttributeValues={":p": _s("CALENDAR")},
+            )
+        }
+        # The index is eventually consistent; policy bodies are re-read strongly.
+        config = self._get("CONFIG#selection", "CONFIG")
+        rules: tuple[PolicyRule, ...] = ()
+        default = None
+        if config is not None:
+            data = json.loads(config["body"]["S"])
+            rules = tuple(PolicyRule.model_validate(r, strict=False) for r in data["rules"])
+            default = data["default_policy_id"]
+        return PolicyBook(policies, rules, default, calendars)
+
+    # ------------------------------------------------------------ evaluation
+
+    def record_run(self, as_of: datetime, run_id: str, shards: int) -> bool:
+        """Record a scheduled run once. False: this scheduled time already ran."""
+        try:
+            self._db.put_item(
+                TableName=self.table,
+                Item={
+                    PK: _s(f"RUN#{iso(as_of)}"),
+                    SK: _s("RUN"),
+                    "type": _s("run"),
+                    "run_id": _s(run_id),
+                    "shards": _n(shards),
+                },
+                ConditionExpression="attribute_not_exists(PK)",
+            )
+        except ClientError as err:
+            mapped = _map_client_error(err, "record run")
+            if isinstance(mapped, ConflictError):
+                return False
+            raise mapped from err
+        return True
+
+    def query_due(
+        self,
+        shard: int,
+        as_of: datetime,
+        start_key: dict[str, Any] | None = None,
+        limit: int | None = None,
+    ) -> DuePage:
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": DUE_INDEX,
+            "KeyConditionExpression": f"{DUE_PK} = :p AND {DUE_AT} <= :t",
+            "ExpressionAttributeValues": {":p": _s(f"DUE#{shard}"), ":t": _s(iso(as_of))},
+        }
+        if start_key:
+            kwargs["ExclusiveStartKey"] = start_key
+        if limit:
+            kwargs["Limit"] = limit
+        out = self._db.query(**kwargs)
+        items = [self._stored(it) for it in out.get("Items", [])]
+        return DuePage(items, out.get("LastEvaluatedKey"))
+
+    def save_decision(
+        self,
+        stored: StoredView,
+        new_view: AccountView,
+        decision: Decision,
+        now: datetime,
+    ) -> list[dict[str, Any]]:
+        """Write a decision: account view, cases, approvals, suspensions, plans,
+        invoices, audit events and the outbox, in one transaction conditional on
+        the account's version. Raises ConflictError if the account moved."""
+        account_id = new_view.account.account_id
+        new = StoredView(new_view, stored.version, stored.policy_id)
+        items: list[dict[str, Any]] = [self._account_put(new, decision.next_evaluation_at, now)]
+        items += [self._case_put(c) for c in decision.cases]
+        for approval in decision.approvals:
+            items.append(
+                self._put(
+                    {
+                        PK: _s(f"ACCOUNT#{account_id}"),
+                        SK: _s(f"APPROVAL#{approval.approval_id}"),
+                        "type": _s("approval"),
+                        "body": _s(APPROVAL.dump_json(approval).decode()),
+                        "version": _n(1),
+                        LIST_PK: _s("APPROVAL#pending"),
+                        LIST_SK: _s(f"{iso(approval.created_at)}#{approval.approval_id}"),
+                    }
+                )
+            )
+        for approval_id in decision.cancelled_approvals:
+            items.append(
+                {
+                    "Update": {
+                        "TableName": self.table,
+                        "Key": {PK: _s(f"ACCOUNT#{account_id}"), SK: _s(f"APPROVAL#{approval_id}")},
+                        "UpdateExpression": "SET #s = :c REMOVE list_pk, list_sk",
+                        "ExpressionAttributeNames": {"#s": "status"},
+                        "ExpressionAttributeValues": {":c": _s("cancelled")},
+                    }
+                }
+            )
+        items += [
+            self._body_put(s.account_id, f"SUSPENSION#{s.suspension_id}", "suspension", s)
+            for s in decision.suspensions
+        ]
+        items += [
+            self._body_put(p.account_id, f"PLAN#{p.plan_id}", "plan", p) for p in decision.plans
+        ]
+        items += [self._invoice_update(inv) for inv in decision.invoices]
+        outbox = [self.outbox_item(a, pending=True) for a in decision.actions]
+        items += [self._put(o) for o in outbox]
+        events = [self._event_put(e) for e in decision.events]
+        room = MAX_TRANSACTION_ITEMS - len(items)
+        if room < 0:
+            raise ValueError(f"decision for {account_id} needs {len(items)} writes (max 100)")
+        # Events are idempotent puts: the ones that do not fit go first, by batch.
+        if len(events) > room:
+            self.batch_write([{"PutRequest": {"Item": e["Put"]["Item"]}} for e in events[room:]])
+            events = events[:room]
+        self._transact(items + events, "save decision")
+        return outbox
+
+    def save_due_only(self, stored: StoredView, due_at: datetime | None, now: datetime) -> None:
+        """Nothing changed but the next evaluation time: move (or drop) the due entry."""
+        key = account_key(stored.view.account.account_id)
+        if due_at is None:
+            update = "REMOVE due_pk, due_at"
+            values: dict[str, Any] = {":v": _n(stored.version)}
+        else:
+            update = "SET due_at = :d"
+            values = {":v": _n(stored.version), ":d": _s(iso(due_at))}
+        try:
+            self._db.update_item(
+                TableName=self.table,
+                Key=key,
+                UpdateExpression=update,
+                ConditionExpression="version = :v",
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as err:
+            raise _map_client_error(err, "move due entry") from err
+
+    # -------------------------------------------------------------- outbox
+
+    def outbox_item(self, action: Action, *, pending: bool) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            PK: _s(f"ACCOUNT#{action.account_id}"),
+            SK: _s(f"OUTBOX#{action.action_id}"),
+            "type": _s("outbox"),
+            "action": _s(ACTION.dump_json(action).decode()),
+            "status": _s("pending" if pending else "queued"),
+        }
+        if pending:
+            item[OUTBOX_PK] = _s(f"OUTBOX#{shard_of(action.account_id, self.shards)}")
+            item[OUTBOX_AT] = _s(iso(action.not_before))
+        return item
+
+    def query_outbox(self, shard: int, as_of: datetime) -> list[Action]:
+        """Unsent actions of a shard whose time has come (deferred or left by a crash)."""
+        return [
+            ACTION.validate_json(it["action"]["S"])
+            for it in self._query_all(
+                IndexName=OUTBOX_INDEX,
+                KeyConditionExpression=f"{OUTBOX_PK} = :p AND {OUTBOX_AT} <= :t",
+                ExpressionAttributeValues={":p": _s(f"OUTBOX#{shard}"), ":t": _s(iso(as_of))},
+            )
+        ]
+
+    def mark_queued(self, actions: Sequence[Action], now: datetime) -> int:
+        """Outbox records of actions SQS accepted leave the outbox index."""
+        requests = []
+        for action in actions:
+            item = self.outbox_item(action, pending=False)
+            item["queued_at"] = _s(iso(now))
+            requests.append({"PutRequest": {"Item": item}})
+        return self.batch_write(requests) if requests else 0
+
+    # -------------------------------------------------------------- reading
+
+    def list_partition(self, account_id: str, prefix: str) -> list[dict[str, Any]]:
+        return list(
+            self._query_all(
+                KeyConditionExpression="PK = :p AND begins_with(SK, :s)",
+                ExpressionAttributeValues={":p": _s(f"ACCOUNT#{account_id}"), ":s": _s(prefix)},
+            )
+        )
+
+    def events(self, account_id: str) -> list[AuditEvent]:
+        return [
+            EVENT.validate_json(it["body"]["S"]) for it in self.list_partition(account_id, "EVENT#")
+        ]
+
+    def cases(self, account_id: str) -> list[Case]:
+        return [
+            Case.model_validate_json(it["body"]["S"])
+            for it in self.list_partition(account_id, "CASE#")
+        ]
+
+
+def _failed_index(err: ConflictError) -> int | None:
+    for i, reason in enumerate(err.reasons):
+        if reason.get("Code") == "ConditionalCheckFailed":
+            return i
+    return None
+
+
+__all__ = ["DuePage", "DynamoStore", "PolicyBook", "StoredView", "WriteResult", "prune_view"]
