@@ -902,6 +902,39 @@ class DynamoStore:
             requests.append({"PutRequest": {"Item": item}})
         return self.batch_write(requests) if requests else 0
 
+    # ---------------------------------------------------------- bulk import
+
+    def import_views(
+        self, views: Sequence[tuple[AccountView, datetime | None]], now: datetime
+    ) -> int:
+        """Bulk import of accounts with their invoices and cases (migration from a
+        previous system, benchmarks, the local run): unconditional batch writes
+        of new accounts. Returns the number of BatchWriteItem calls."""
+        requests: list[dict[str, Any]] = []
+        for view, due_at in views:
+            requests.append(
+                {"PutRequest": {"Item": self._account_item(StoredView(view, 0), due_at, now)}}
+            )
+            for inv in view.invoices:
+                digest = body_hash(inv, exclude={"version", "open_amount", "status", "plan_id"})
+                requests.append(
+                    {
+                        "PutRequest": {
+                            "Item": {
+                                PK: _s(f"ACCOUNT#{inv.account_id}"),
+                                SK: _s(f"INVOICE#{inv.invoice_id}"),
+                                "type": _s("invoice"),
+                                "body": _s(inv.model_dump_json(exclude_defaults=True)),
+                                "body_hash": _s(digest),
+                                "version": _n(1),
+                            }
+                        }
+                    }
+                )
+            for case in view.cases:
+                requests.append({"PutRequest": {"Item": self._case_put(case)["Put"]["Item"]}})
+        return self.batch_write(requests)
+
     # -------------------------------------------------------------- reading
 
     def list_partition(self, account_id: str, prefix: str) -> list[dict[str, Any]]:
