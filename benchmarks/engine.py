@@ -159,9 +159,7 @@ def _suspend(view: AccountView, now: datetime) -> AccountView:
         promised_amount=Decimal(1),
         promised_date=(now + timedelta(days=3)).date(),
     )
-    suspended: Case = case.model_copy(
-        update={"status": CaseStatus.SUSPENDED, "suspension_id": sid}
-    )
+    suspended: Case = case.model_copy(update={"status": CaseStatus.SUSPENDED, "suspension_id": sid})
     cases = tuple(suspended if c.case_id == case.case_id else c for c in view.cases)
     return view.model_copy(update={"cases": cases, "suspensions": (suspension,)})
 

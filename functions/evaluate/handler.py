@@ -75,7 +75,7 @@ def _record_handler(record: SQSRecord, context: LambdaContext) -> None:
     task = ShardTask.model_validate_json(record.body)
     logger.append_keys(run_id=task.run_id, shard=task.shard, part=task.part)
     evaluator = build_evaluator()
-    result = evaluator.run_shard(task, context.get_remaining_time_in_millis)
+    result = evaluator.run_shard(task, context.get_remaining_time_in_millis, flush=False)
     if result.continuation is not None:
         evaluator.queue.send_tasks([result.continuation])
         metrics.add_metric(name="Continuations", unit=MetricUnit.Count, value=1)
@@ -105,9 +105,15 @@ def _record_handler(record: SQSRecord, context: LambdaContext) -> None:
 @metrics.log_metrics
 @tracer.capture_lambda_handler
 def worker(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
-    return process_partial_response(
-        event=event,
-        record_handler=lambda record: _record_handler(record, context),
-        processor=processor,
-        context=context,
-    )
+    evaluator = build_evaluator()
+    try:
+        return process_partial_response(
+            event=event,
+            record_handler=lambda record: _record_handler(record, context),
+            processor=processor,
+            context=context,
+        )
+    finally:
+        # The shard tasks of this batch share their last, partial SQS batches.
+        # Should this fail, the actions stay in the outbox for the next run.
+        evaluator.flush(datetime.now(UTC))

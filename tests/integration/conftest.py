@@ -17,6 +17,9 @@ from dunning.evaluation import Evaluator
 from dunning.model import Calendar, Channel, Policy, PolicyRule
 from dunning.queues import SqsActionQueue
 from dunning.store import TABLE, DynamoStore
+from local import moto_speedups
+
+moto_speedups.install()
 
 TABLE_NAME = "dunning-test"
 SHARDS = 4

@@ -31,6 +31,8 @@ from dunning.store import ConflictError, DynamoStore, PolicyBook, StoredView
 from dunning.store.schema import iso
 
 CONFLICT_RETRIES = 3
+SQS_BATCH = 10
+MARK_BATCH = 25  # BatchWriteItem size
 
 
 class ShardTask(BaseModel):
@@ -84,6 +86,8 @@ class Evaluator:
         self.shards = shards
         self.time_margin_ms = time_margin_ms
         self._pinned: dict[tuple[str, int], Policy] = {}
+        self._pending: dict[str, list[Action]] = {}  # per channel, under ten
+        self._accepted: list[Action] = []  # queued, to be marked in the outbox
 
     # ----------------------------------------------------------- dispatcher
 
@@ -103,7 +107,12 @@ class Evaluator:
         task: ShardTask,
         remaining_ms: Callable[[], int],
         book: PolicyBook | None = None,
+        *,
+        flush: bool = True,
     ) -> ShardResult:
+        """Evaluate one shard task. With `flush=False` the last partial SQS
+        batches wait in the buffer for `flush()` (several tasks of one Lambda
+        batch then share them); the outbox keeps them safe meanwhile."""
         result = ShardResult()
         as_of = task.as_of
         book = book or self.store.load_policy_book()
@@ -112,22 +121,19 @@ class Evaluator:
         start_key = task.start_key
         while True:
             page = self.store.query_due(task.shard, as_of, start_key)
-            ready: list[Action] = []
             last_done: StoredView | None = None
             for stored in page.items:
                 if remaining_ms() < self.time_margin_ms:
                     result.continuation = self._continuation(task, last_done, start_key)
-                    self._queue(ready, as_of, result)
-                    return result
-                ready += self._evaluate(stored, as_of, book, result)
+                    break
+                self._buffer(self._evaluate(stored, as_of, book, result), as_of, result)
                 last_done = stored
-                if len(ready) >= 50:
-                    self._queue(ready, as_of, result)
-                    ready = []
-            self._queue(ready, as_of, result)
-            if not page.last_key:
-                return result
+            if result.continuation is not None or not page.last_key:
+                break
             start_key = page.last_key
+        if flush:
+            self.flush(as_of, result)
+        return result
 
     def _continuation(
         self, task: ShardTask, last_done: StoredView | None, page_start: dict[str, Any] | None
@@ -147,13 +153,37 @@ class Evaluator:
         pending = self.store.query_outbox(task.shard, task.as_of)
         if pending:
             result.outbox_resent += len(pending)
-            self._queue(pending, task.as_of, result)
+            self._buffer(pending, task.as_of, result)
 
-    def _queue(self, actions: list[Action], as_of: datetime, result: ShardResult) -> None:
-        if not actions:
-            return
+    def _buffer(self, actions: list[Action], as_of: datetime, result: ShardResult) -> None:
+        """Queue actions per channel; full batches of ten go out at once."""
+        full: list[Action] = []
+        for action in actions:
+            group = self._pending.setdefault(action.channel.value, [])
+            group.append(action)
+            if len(group) == SQS_BATCH:
+                full += group
+                self._pending[action.channel.value] = []
+        if full:
+            self._send(full, as_of, result)
+
+    def flush(self, as_of: datetime, result: ShardResult | None = None) -> None:
+        """Send what waits in the per-channel buffers, then mark all queued."""
+        rest = [a for group in self._pending.values() for a in group]
+        self._pending.clear()
+        if rest:
+            self._send(rest, as_of, result or ShardResult())
+        if self._accepted:
+            self.store.mark_queued(self._accepted, as_of)
+            self._accepted = []
+
+    def _send(self, actions: list[Action], as_of: datetime, result: ShardResult) -> None:
         accepted = self.queue.send_actions(actions)
-        self.store.mark_queued(accepted, as_of)
+        self._accepted += accepted
+        if len(self._accepted) >= MARK_BATCH:
+            whole = len(self._accepted) - len(self._accepted) % MARK_BATCH
+            self.store.mark_queued(self._accepted[:whole], as_of)
+            self._accepted = self._accepted[whole:]
         for action in accepted:
             result.actions_queued[action.channel.value] += 1
 

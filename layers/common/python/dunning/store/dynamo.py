@@ -786,16 +786,15 @@ class DynamoStore:
         items = [self._stored(it) for it in out.get("Items", [])]
         return DuePage(items, out.get("LastEvaluatedKey"))
 
-    def save_decision(
+    def decision_items(
         self,
         stored: StoredView,
         new_view: AccountView,
         decision: Decision,
         now: datetime,
-    ) -> list[dict[str, Any]]:
-        """Write a decision: account view, cases, approvals, suspensions, plans,
-        invoices, audit events and the outbox, in one transaction conditional on
-        the account's version. Raises ConflictError if the account moved."""
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The transaction that writes a decision, and the audit events that do
+        not fit in it (idempotent puts, written first by batch)."""
         account_id = new_view.account.account_id
         new = StoredView(new_view, stored.version, stored.policy_id)
         items: list[dict[str, Any]] = [self._account_put(new, decision.next_evaluation_at, now)]
@@ -834,18 +833,29 @@ class DynamoStore:
             self._body_put(p.account_id, f"PLAN#{p.plan_id}", "plan", p) for p in decision.plans
         ]
         items += [self._invoice_update(inv) for inv in decision.invoices]
-        outbox = [self.outbox_item(a, pending=True) for a in decision.actions]
-        items += [self._put(o) for o in outbox]
+        items += [self._put(self.outbox_item(a, pending=True)) for a in decision.actions]
         events = [self._event_put(e) for e in decision.events]
         room = MAX_TRANSACTION_ITEMS - len(items)
         if room < 0:
             raise ValueError(f"decision for {account_id} needs {len(items)} writes (max 100)")
-        # Events are idempotent puts: the ones that do not fit go first, by batch.
         if len(events) > room:
-            self.batch_write([{"PutRequest": {"Item": e["Put"]["Item"]}} for e in events[room:]])
-            events = events[:room]
-        self._transact(items + events, "save decision")
-        return outbox
+            return items + events[:room], events[room:]
+        return items + events, []
+
+    def save_decision(
+        self,
+        stored: StoredView,
+        new_view: AccountView,
+        decision: Decision,
+        now: datetime,
+    ) -> None:
+        """Write a decision: account view, cases, approvals, suspensions, plans,
+        invoices, audit events and the outbox, in one transaction conditional on
+        the account's version. Raises ConflictError if the account moved."""
+        items, overflow = self.decision_items(stored, new_view, decision, now)
+        if overflow:
+            self.batch_write([{"PutRequest": {"Item": e["Put"]["Item"]}} for e in overflow])
+        self._transact(items, "save decision")
 
     def save_due_only(self, stored: StoredView, due_at: datetime | None, now: datetime) -> None:
         """Nothing changed but the next evaluation time: move (or drop) the due entry."""
