@@ -35,7 +35,8 @@ test: lint typecheck
 	$(BIN)/pytest -n 2
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/engine.py
+	$(BIN)/python -m benchmarks.engine
+	$(BIN)/python -m benchmarks.pipeline
 
 clean:
 	rm -rf $(VENV) cdk.out build .mypy_cache .ruff_cache .hypothesis
