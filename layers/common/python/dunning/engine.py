@@ -210,6 +210,19 @@ def decide(
             if case.is_open and case.case_id not in counted:
                 _decide_scope(run, [], case)
     _pre_due(run, counting)
+    if not run.explanations:
+        run.explanations.append(
+            _explain(
+                run,
+                policy,
+                None,
+                ZERO,
+                0,
+                0,
+                0,
+                (Reason("nothing_overdue", "no counting invoice is overdue"),),
+            )
+        )
     return _finish(run)
 
 
@@ -372,15 +385,19 @@ def _decide_scope(run: _Run, scope: list[Invoice], case: Case | None) -> None:
 
     if case is None or case.status is CaseStatus.RECOVERED:
         if not scope:
+            explain(0, 0, Reason("nothing_overdue", "no counting invoice is overdue"))
             return
-        if balance < threshold:
+        # A new case needs the entry threshold; a recovered case whose invoices
+        # are overdue again (a bounced payment) reopens for anything still owed.
+        needed = threshold if case is None else exit_threshold
+        if balance < needed:
             explain(
                 0,
                 0,
                 Reason(
                     "below_threshold",
-                    f"overdue balance {balance} {currency} is below the entry threshold "
-                    f"{threshold} {currency}",
+                    f"overdue balance {balance} {currency} is below the "
+                    f"{'entry' if case is None else 'exit'} threshold {needed} {currency}",
                 ),
             )
             return
@@ -416,7 +433,14 @@ def _decide_scope(run: _Run, scope: list[Invoice], case: Case | None) -> None:
                 )
             ]
         else:
-            case = case.model_copy(update={"status": CaseStatus.ACTIVE, "closed_at": None})
+            case = case.model_copy(
+                update={
+                    "status": CaseStatus.ACTIVE,
+                    "closed_at": None,
+                    "policy_id": policy.policy_id,
+                    "policy_version": policy.version,
+                }
+            )
             run.event(
                 EventKind.CASE_REOPENED,
                 case.case_id,
@@ -497,7 +521,10 @@ def _decide_scope(run: _Run, scope: list[Invoice], case: Case | None) -> None:
             nxt = _next_level(policy, case.level)
             if nxt is not None:
                 case = _enter(run, policy, case, nxt, scope, balance, days, reasons, "escalated")
-        _progress(run, policy, case, scope, balance, days, reasons, changed=True)
+        escalated = outcome is _Suspended.ESCALATE
+        _progress(
+            run, policy, case, scope, balance, days, reasons, changed=True, climb=not escalated
+        )
         return
 
     if case.status is CaseStatus.AWAITING_APPROVAL:
@@ -571,12 +598,13 @@ def _progress(
     reasons: list[Reason],
     *,
     changed: bool,
+    climb: bool = True,
 ) -> None:
     """Move an active case up the levels as days and amounts allow."""
     currency = run.view.account.currency
     target = _target_level(policy, days, balance, currency)
     level = case.level
-    if target > level:
+    if target > level and climb:
         if policy.catch_up is CatchUp.LATEST_ONLY:
             skipped = [i for i in range(level + 1, target) if policy.levels[i - 1].days > 0]
             for i in skipped:
@@ -626,21 +654,23 @@ def _progress(
     if case.status is not CaseStatus.ACTIVE:
         pass  # awaiting approval: the approval's decision re-opens evaluation
     elif nxt is not None and scope:
-        level_at = local_midnight(
-            scope[0].due_date + timedelta(days=policy.levels[nxt - 1].days), run.tz
-        )
-        if policy.catch_up is CatchUp.SEQUENTIAL:
-            gap_until = _gap_until(run, policy, case)
+        # The earliest level date still ahead: a level held back by its minimum
+        # amount waits for new money data, a later one still comes on its day.
+        gap_until = _gap_until(run, policy, case) if policy.catch_up is CatchUp.SEQUENTIAL else None
+        levels = policy.levels
+        for i in range(nxt - 1, len(levels)):
+            level_at = local_midnight(scope[0].due_date + timedelta(days=levels[i].days), run.tz)
             if gap_until is not None and gap_until > level_at:
                 level_at = gap_until
-        run.wake(level_at)
-        if level_at > run.now:
-            reasons.append(
-                Reason(
-                    "next_level",
-                    f"level {nxt} ({policy.levels[nxt - 1].name}) is due at {level_at.isoformat()}",
+            if level_at > run.now:
+                run.wake(level_at)
+                reasons.append(
+                    Reason(
+                        "next_level",
+                        f"level {i + 1} ({levels[i].name}) is due at {level_at.isoformat()}",
+                    )
                 )
-            )
+                break
     elif nxt is None:
         reasons.append(Reason("last_level", "no further level: waiting for payment"))
     if not reasons:
@@ -769,7 +799,7 @@ def _action(
     not_before = run.now
     if apply_calendar:
         not_before = next_send_time(run.calendar, run.tz, run.now)
-        if spec.type in CONTACT_ACTIONS:
+        if spec.type in CONTACT_ACTIONS and not spec.requires_approval:
             not_before = _apply_cap(run, policy, spec.type, not_before)
     action = Action(
         action_id=action_id,
@@ -864,7 +894,11 @@ def _recover(
         )
     suspension = _active_suspension(run.view, case)
     if suspension is not None:
-        kept = suspension.kind is SuspensionKind.PROMISE_TO_PAY
+        kept = (
+            suspension.kind is SuspensionKind.PROMISE_TO_PAY
+            and suspension.promised_amount is not None
+            and suspension.paid_amount >= suspension.promised_amount
+        )
         run.suspensions.append(
             suspension.model_copy(
                 update={

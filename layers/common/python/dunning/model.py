@@ -213,7 +213,7 @@ class Level(Frozen):
 
     @property
     def is_pre_due(self) -> bool:
-        return self.days < 0
+        return self.days <= 0
 
 
 class ContactCap(Frozen):
@@ -434,10 +434,14 @@ class Invoice(Frozen):
     excluded: bool = False  # member of an exclusion list
     version: int = 0
 
+    @field_validator("amount", "open_amount")
+    @classmethod
+    def _minor_units(cls, value: Decimal, info: ValidationInfo) -> Decimal:
+        currency = info.data.get("currency")
+        return check_amount(value, currency) if currency else value
+
     @model_validator(mode="after")
     def _amounts(self) -> Invoice:
-        check_amount(self.amount, self.currency)
-        check_amount(self.open_amount, self.currency)
         if self.open_amount > self.amount:
             raise ValueError("open_amount must not exceed amount")
         if self.due_date < self.issue_date:
@@ -464,10 +468,11 @@ class Payment(Frozen):
     reversal_reason: str | None = None
     version: int = 0
 
-    @model_validator(mode="after")
-    def _amount(self) -> Payment:
-        check_amount(self.amount, self.currency)
-        return self
+    @field_validator("amount")
+    @classmethod
+    def _minor_units(cls, value: Decimal, info: ValidationInfo) -> Decimal:
+        currency = info.data.get("currency")
+        return check_amount(value, currency) if currency else value
 
 
 class Installment(Frozen):

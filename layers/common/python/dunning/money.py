@@ -37,6 +37,10 @@ MINOR_UNITS: dict[str, int] = {
 _QUANTS: dict[str, Decimal] = {code: Decimal(1).scaleb(-d) for code, d in MINOR_UNITS.items()}
 
 
+# 15 integer digits: more than any invoice, and far inside Decimal's 28-digit context.
+MAX_AMOUNT = Decimal(10) ** 15
+
+
 class CurrencyMismatchError(ValueError):
     """Two amounts of different currencies met in one operation."""
 
@@ -59,6 +63,8 @@ def check_amount(amount: Decimal, currency: str) -> Decimal:
     """Reject non-finite amounts and amounts finer than the currency's minor units."""
     if not amount.is_finite():
         raise ValueError("amount must be a finite number")
+    if abs(amount) >= MAX_AMOUNT:
+        raise ValueError(f"amount must be below {MAX_AMOUNT:,} in absolute value")
     quant = minor_unit(currency)
     if amount != amount.quantize(quant):
         raise ValueError(
