@@ -18,6 +18,9 @@ from botocore.config import Config
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_secretsmanager import SecretsManagerClient
+    from mypy_boto3_ses import SESClient
+    from mypy_boto3_sns import SNSClient
     from mypy_boto3_sqs import SQSClient
 
 _CONFIG = Config(
@@ -46,10 +49,25 @@ def sqs() -> SQSClient:
     return _track(boto3.client("sqs", config=_CONFIG))  # type: ignore[no-any-return]
 
 
+@cache
+def ses() -> SESClient:
+    return _track(boto3.client("ses", config=_CONFIG))  # type: ignore[no-any-return]
+
+
+@cache
+def sns() -> SNSClient:
+    return _track(boto3.client("sns", config=_CONFIG))  # type: ignore[no-any-return]
+
+
+@cache
+def secretsmanager() -> SecretsManagerClient:
+    return _track(boto3.client("secretsmanager", config=_CONFIG))  # type: ignore[no-any-return]
+
+
 def reset_clients() -> None:
     """Forget cached clients (tests start a fresh moto backend per test)."""
-    dynamodb.cache_clear()
-    sqs.cache_clear()
+    for factory in (dynamodb, sqs, ses, sns, secretsmanager):
+        factory.cache_clear()
     with _lock:
         _created.clear()
 

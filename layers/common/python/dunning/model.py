@@ -636,6 +636,10 @@ class EventKind(StrEnum):
     PAYMENT_RECEIVED = "payment_received"
     PAYMENT_REVERSED = "payment_reversed"
     CASE_SUSPENDED = "case_suspended"
+    # Written by the channel functions.
+    ACTION_DELIVERED = "action_delivered"
+    ACTION_FAILED = "action_failed"
+    ACTION_SKIPPED = "action_skipped"
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,4 +35,24 @@ def evaluate_settings() -> EvaluateSettings:
     )
 
 
-__all__ = ["EvaluateSettings", "evaluate_settings"]
+class ActionSettings(_Settings):
+    """Settings of the three channel functions (email, sms, webhook)."""
+
+    TABLE_NAME: str
+    IDEMPOTENCY_TABLE_NAME: str
+    SHARD_COUNT: Annotated[int, Field(ge=1, le=1000)]
+    QUEUE_URL: str  # the channel queue this function consumes
+    SENDER_EMAIL: str = "billing@example.com"
+    SES_CONFIGURATION_SET: str = ""
+    DEFAULT_LOCALE: str = "en"
+    # {"provisioning": {"url": "https://...", "secret_id": "arn:..."}, ...}
+    WEBHOOK_ENDPOINTS: str = "{}"
+    # Only the local run and tests set this: plain HTTP to a receiver on 127.0.0.1.
+    ALLOW_INSECURE_LOOPBACK: bool = False
+
+
+@lru_cache(maxsize=1)
+def action_settings() -> ActionSettings:
+    return ActionSettings.model_validate(
+        {k: v for k, v in os.environ.items() if k in ActionSettings.model_fields}
+    )

@@ -27,6 +27,7 @@ from dunning.model import (
     Account,
     AccountView,
     Action,
+    ActionType,
     Approval,
     AuditEvent,
     Calendar,
@@ -40,6 +41,7 @@ from dunning.model import (
     PlanStatus,
     Policy,
     PolicyRule,
+    ServiceStatus,
     Suspension,
     SuspensionStatus,
 )
@@ -56,6 +58,7 @@ from dunning.store.schema import (
     PK,
     SK,
     iso,
+    parse_iso,
     shard_of,
 )
 
@@ -912,6 +915,140 @@ class DynamoStore:
             requests.append({"PutRequest": {"Item": item}})
         return self.batch_write(requests) if requests else 0
 
+    # -------------------------------------------------------------- delivery
+
+    def get_views(self, account_ids: Iterable[str]) -> dict[str, StoredView]:
+        """Several accounts in one BatchGetItem (per 100), strongly consistent."""
+        keys = [account_key(a) for a in sorted(set(account_ids))]
+        views = [self._stored(item) for item in self.batch_get(keys)]
+        return {v.view.account.account_id: v for v in views}
+
+    def record_outcomes(
+        self,
+        outcomes: Sequence[tuple[Action, str, str, str | None]],
+        now: datetime,
+    ) -> int:
+        """Audit events for delivery outcomes, and the outbox records' final status,
+        in BatchWriteItem calls (both are idempotent puts). Returns the calls."""
+        requests: list[dict[str, Any]] = []
+        for action, outcome, reason, provider_id in outcomes:
+            data: dict[str, Any] = {
+                "action_id": action.action_id,
+                "type": action.type.value,
+                "channel": action.channel.value,
+                "level": action.level,
+                "reason": reason,
+            }
+            if provider_id:
+                data["provider_id"] = provider_id
+            event = AuditEvent(
+                event_id=stable_id(action.account_id, "action", outcome, action.action_id),
+                account_id=action.account_id,
+                at=now,
+                kind=EventKind(f"action_{outcome}"),
+                case_id=action.case_id,
+                data=data,
+                actor=f"channel:{action.channel.value}",
+            )
+            requests.append({"PutRequest": {"Item": self._event_put(event)["Put"]["Item"]}})
+            record = self.outbox_item(action, pending=False)
+            record["status"] = _s(outcome)
+            record["outcome_at"] = _s(iso(now))
+            record["reason"] = _s(reason)
+            requests.append({"PutRequest": {"Item": record}})
+        return self.batch_write(requests) if requests else 0
+
+    def apply_action_effect(self, action: Action, now: datetime) -> None:
+        """What a delivered account action changes on the account: service status,
+        written-off invoices and case, a manual task for collectors."""
+        effect = _EFFECTS.get(action.type)
+        if effect is None:
+            return
+        for _attempt in range(5):
+            stored = self.get_view(action.account_id)
+            view, extra = effect(self, stored.view, action, now)
+            if view == stored.view and not extra:
+                return
+            event = AuditEvent(
+                event_id=stable_id(action.account_id, "effect", action.action_id),
+                account_id=action.account_id,
+                at=now,
+                kind=EventKind.ACCOUNT_UPDATED,
+                case_id=action.case_id,
+                data={"action_id": action.action_id, "effect": action.type.value},
+                actor=f"channel:{action.channel.value}",
+            )
+            items = [
+                self._account_put(
+                    StoredView(view, stored.version, stored.policy_id),
+                    _due_of(stored),
+                    now,
+                ),
+                self._event_put(event),
+                *extra,
+                *self._changed_children(stored.view, view),
+            ]
+            try:
+                self._transact(items, f"apply {action.type.value}")
+            except ConflictError:
+                continue
+            return
+        raise ConflictError(f"account {action.account_id} keeps changing; try again")
+
+    def _service(self, view: AccountView, status: ServiceStatus) -> AccountView:
+        return view.model_copy(
+            update={"account": view.account.model_copy(update={"service_status": status})}
+        )
+
+    def _effect_suspend(
+        self, view: AccountView, action: Action, now: datetime
+    ) -> tuple[AccountView, list[dict[str, Any]]]:
+        return self._service(view, ServiceStatus.SUSPENDED), []
+
+    def _effect_restore(
+        self, view: AccountView, action: Action, now: datetime
+    ) -> tuple[AccountView, list[dict[str, Any]]]:
+        return self._service(view, ServiceStatus.ACTIVE), []
+
+    def _effect_deactivate(
+        self, view: AccountView, action: Action, now: datetime
+    ) -> tuple[AccountView, list[dict[str, Any]]]:
+        return self._service(view, ServiceStatus.DEACTIVATED), []
+
+    def _effect_write_off(
+        self, view: AccountView, action: Action, now: datetime
+    ) -> tuple[AccountView, list[dict[str, Any]]]:
+        case = next((c for c in view.cases if c.case_id == action.case_id), None)
+        if case is None or not case.is_open:
+            return view, []
+        ids = set(case.invoice_ids)
+        invoices = tuple(
+            inv.model_copy(update={"status": InvoiceStatus.WRITTEN_OFF})
+            if inv.invoice_id in ids and inv.open_amount > 0
+            else inv
+            for inv in view.invoices
+        )
+        closed = case.model_copy(update={"status": CaseStatus.WRITTEN_OFF, "closed_at": now})
+        cases = tuple(closed if c is case else c for c in view.cases)
+        new = view.model_copy(update={"invoices": invoices, "cases": cases})
+        return new, [self._case_put(closed)]
+
+    def _effect_task(
+        self, view: AccountView, action: Action, now: datetime
+    ) -> tuple[AccountView, list[dict[str, Any]]]:
+        task = self._put(
+            {
+                PK: _s(f"ACCOUNT#{action.account_id}"),
+                SK: _s(f"TASK#{action.action_id}"),
+                "type": _s("task"),
+                "body": _s(ACTION.dump_json(action).decode()),
+                "status": _s("open"),
+                LIST_PK: _s("TASK#open"),
+                LIST_SK: _s(f"{iso(now)}#{action.account_id}#{action.action_id}"),
+            }
+        )
+        return view, [task]
+
     # ---------------------------------------------------------- bulk import
 
     def import_views(
@@ -965,6 +1102,20 @@ class DynamoStore:
             Case.model_validate_json(it["body"]["S"])
             for it in self.list_partition(account_id, "CASE#")
         ]
+
+
+def _due_of(stored: StoredView) -> datetime | None:
+    """Keep an account's due entry where it was."""
+    return parse_iso(stored.due_at) if stored.due_at else None
+
+
+_EFFECTS = {
+    ActionType.SUSPEND_SERVICE: DynamoStore._effect_suspend,
+    ActionType.RESTORE_SERVICE: DynamoStore._effect_restore,
+    ActionType.DEACTIVATE: DynamoStore._effect_deactivate,
+    ActionType.WRITE_OFF: DynamoStore._effect_write_off,
+    ActionType.MANUAL_TASK: DynamoStore._effect_task,
+}
 
 
 def _failed_index(err: ConflictError) -> int | None:

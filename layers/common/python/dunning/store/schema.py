@@ -103,3 +103,22 @@ def shard_of(account_id: str, shards: int) -> int:
     for byte in account_id.encode():
         h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
     return h % shards
+
+
+@dataclass(frozen=True)
+class IdempotencyTable:
+    """Powertools idempotency's own table: key `id`, TTL on `expiration`."""
+
+    key: str = "id"
+    ttl_attribute: str = "expiration"
+
+    def create_table_kwargs(self, table_name: str) -> dict[str, Any]:
+        return {
+            "TableName": table_name,
+            "BillingMode": "PAY_PER_REQUEST",
+            "AttributeDefinitions": [{"AttributeName": self.key, "AttributeType": "S"}],
+            "KeySchema": [{"AttributeName": self.key, "KeyType": "HASH"}],
+        }
+
+
+IDEMPOTENCY_TABLE = IdempotencyTable()

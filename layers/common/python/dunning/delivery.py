@@ -1,0 +1,279 @@
+"""Delivering actions: freshness check, send through a channel, record the outcome.
+
+`Delivery.deliver(action, now)` re-reads the account, skips an action whose
+case has recovered, been suspended, excluded, stopped or moved on since it was
+queued, sends the rest through the channel's `Sender`, applies what the action
+changes on the account (service status, write-off, manual task), and records
+every outcome as an audit event. Senders raise `TransientSendError` (throttling,
+5xx, timeouts: the message goes back to the queue with backoff) or
+`PermanentSendError` (rejected address, invalid number, 4xx: recorded as failed
+and acknowledged).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Protocol
+
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    process_partial_response,
+)
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.idempotency import (
+    BasePersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import TypeAdapter
+
+from dunning.model import (
+    AccountView,
+    Action,
+    ActionType,
+    CaseStatus,
+    InvoiceStatus,
+)
+from dunning.observability import logger, metrics
+from dunning.store import DynamoStore, StoredView
+
+ACTION = TypeAdapter(Action)
+
+MAX_VISIBILITY_S = 900
+
+
+class DeliveryOutcome(StrEnum):
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class SendError(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class TransientSendError(SendError):
+    """Worth retrying later: throttling, 5xx, timeouts."""
+
+
+class PermanentSendError(SendError):
+    """Retrying will not help: rejected address, invalid number, 4xx."""
+
+
+class Sender(Protocol):
+    def send(self, action: Action, view: AccountView) -> str:
+        """Deliver `action`; returns the provider's message id."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryResult:
+    action_id: str
+    outcome: DeliveryOutcome
+    reason: str
+    provider_id: str | None = None
+
+
+def staleness(action: Action, view: AccountView) -> str | None:
+    """Why `action` must not go out any more, or None when it still should."""
+    if view.excluded_by:
+        return "excluded"
+    if action.case_id.startswith("R-"):  # pre-due reminder: the invoice must still be open
+        invoice_id = action.case_id[2:]
+        invoice = next((i for i in view.invoices if i.invoice_id == invoice_id), None)
+        if invoice is None or invoice.open_amount == 0 or invoice.status is InvoiceStatus.PAID:
+            return "paid"
+        return None
+    case = next((c for c in view.cases if c.case_id == action.case_id), None)
+    if action.level == 0:  # reinstatement after recovery: always wanted
+        return None
+    if case is None or case.status is CaseStatus.RECOVERED:
+        return "recovered"
+    if case.status is CaseStatus.SUSPENDED:
+        return "suspended"
+    if case.status in (CaseStatus.STOPPED, CaseStatus.WRITTEN_OFF):
+        return case.status.value
+    if case.level > action.level or case.entries.get(action.level, 0) != action.entry:
+        return "moved_on"
+    return None
+
+
+def backoff_seconds(receive_count: int, base: int = 30, rng: random.Random | None = None) -> int:
+    """Exponential backoff with full jitter, capped at SQS's 15 minutes."""
+    ceiling = min(MAX_VISIBILITY_S, base * 2 ** max(0, receive_count - 1))
+    return int((rng or random.Random()).uniform(1, ceiling))  # noqa: S311 (jitter, not crypto)
+
+
+class Delivery:
+    """Delivers the actions of one SQS batch.
+
+    `preload` reads every account of the batch in one BatchGetItem; `deliver`
+    checks freshness against that view, sends, and collects the outcome;
+    `flush` writes all outcome audit events and outbox statuses in one
+    BatchWriteItem. With Powertools idempotency (two writes) that is about
+    2.2 DynamoDB requests per message.
+    """
+
+    def __init__(self, store: DynamoStore, senders: Mapping[ActionType, Sender]) -> None:
+        self.store = store
+        self.senders = dict(senders)
+        self._views: dict[str, StoredView] = {}
+        self._outcomes: list[tuple[Action, str, str, str | None]] = []
+
+    def preload(self, account_ids: Iterable[str]) -> None:
+        self._views = self.store.get_views(account_ids)
+
+    def _view(self, account_id: str) -> StoredView:
+        stored = self._views.get(account_id)
+        if stored is None:
+            stored = self.store.get_view(account_id)
+            self._views[account_id] = stored
+        return stored
+
+    def _record(self, action: Action, result: DeliveryResult) -> DeliveryResult:
+        self._outcomes.append((action, result.outcome.value, result.reason, result.provider_id))
+        return result
+
+    def deliver(self, action: Action, now: datetime) -> DeliveryResult:
+        """Deliver once (the caller makes this idempotent on the action id)."""
+        stored = self._view(action.account_id)
+        reason = staleness(action, stored.view)
+        if reason is not None:
+            return self._record(
+                action, DeliveryResult(action.action_id, DeliveryOutcome.SKIPPED, reason)
+            )
+        sender = self.senders.get(action.type)
+        if sender is None:
+            reason = f"no sender configured for {action.type.value}"
+            return self._record(
+                action, DeliveryResult(action.action_id, DeliveryOutcome.FAILED, reason)
+            )
+        try:
+            provider_id = sender.send(action, stored.view)
+        except PermanentSendError as err:
+            return self._record(
+                action, DeliveryResult(action.action_id, DeliveryOutcome.FAILED, err.reason)
+            )
+        self.store.apply_action_effect(action, now)
+        return self._record(
+            action,
+            DeliveryResult(action.action_id, DeliveryOutcome.DELIVERED, "sent", provider_id),
+        )
+
+    def flush(self, now: datetime) -> list[tuple[Action, str, str, str | None]]:
+        """Write the collected outcomes; returns them (for metrics)."""
+        outcomes, self._outcomes = self._outcomes, []
+        self._views = {}
+        if outcomes:
+            self.store.record_outcomes(outcomes, now)
+        return outcomes
+
+
+IDEMPOTENCY_TTL_S = 15 * 24 * 3600  # longer than the DLQ's 14 days of retention
+TIME_MARGIN_MS = 10_000
+
+
+class OutOfTimeError(Exception):
+    """Too little time left in the invocation: the record goes back to the queue."""
+
+
+class ChannelConsumer:
+    """Consumes one channel queue: partial batch responses, idempotency on the
+    action id, a remaining-time check per record, backoff for transient errors."""
+
+    def __init__(
+        self,
+        delivery: Delivery,
+        persistence: BasePersistenceLayer,
+        sqs: Any,
+        queue_url: str,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.delivery = delivery
+        self.sqs = sqs
+        self.queue_url = queue_url
+        self.clock = clock
+        self.config = IdempotencyConfig(
+            event_key_jmespath="action_id",
+            payload_validation_jmespath="[type, case_id, level, entry, index, template]",
+            raise_on_no_idempotency_key=True,
+            expires_after_seconds=IDEMPOTENCY_TTL_S,
+        )
+        self.processor = BatchProcessor(event_type=EventType.SQS)
+
+        def deliver_once(message: dict[str, Any]) -> dict[str, Any]:
+            action = ACTION.validate_python(message, strict=False)
+            result = self.delivery.deliver(action, self.clock())
+            return {
+                "outcome": result.outcome.value,
+                "reason": result.reason,
+                "provider_id": result.provider_id,
+            }
+
+        self._deliver_once: Callable[..., dict[str, Any]] = idempotent_function(
+            deliver_once,
+            data_keyword_argument="message",
+            persistence_store=persistence,
+            config=self.config,
+        )
+
+    def handle(self, event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+        self.config.register_lambda_context(context)
+        account_ids = set()
+        for record in event.get("Records", []):
+            try:
+                account_ids.add(json.loads(record["body"])["account_id"])
+            except (ValueError, KeyError, TypeError):
+                continue  # a poison record fails on its own below
+        self.delivery.preload(account_ids)
+
+        def record_handler(record: SQSRecord) -> None:
+            if context.get_remaining_time_in_millis() < TIME_MARGIN_MS:
+                raise OutOfTimeError("too little time left; the message goes back to the queue")
+            message = json.loads(record.body)
+            if not isinstance(message, dict):
+                raise ValueError("an action message is a JSON object")
+            try:
+                self._deliver_once(message=message)
+            except TransientSendError:
+                receives = int(record.attributes.approximate_receive_count or 1)
+                self.sqs.change_message_visibility(
+                    QueueUrl=self.queue_url,
+                    ReceiptHandle=record.receipt_handle,
+                    VisibilityTimeout=backoff_seconds(receives),
+                )
+                raise
+
+        try:
+            return process_partial_response(
+                event=event,
+                record_handler=record_handler,
+                processor=self.processor,
+                context=context,
+            )
+        finally:
+            for action, outcome, _reason, _provider in self.delivery.flush(self.clock()):
+                metrics.add_metric(
+                    name=f"Action{outcome.capitalize()}", unit=MetricUnit.Count, value=1
+                )
+                logger.info(
+                    "action outcome",
+                    extra={
+                        "action_id": action.action_id,
+                        "account_id": action.account_id,
+                        "channel": action.channel.value,
+                        "level": action.level,
+                        "outcome": outcome,
+                    },
+                )
