@@ -27,7 +27,6 @@ from dunning.model import (
     Suspension,
     SuspensionKind,
 )
-
 from local.portfolio import build_portfolio, standard_calendar
 
 

@@ -28,6 +28,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from botocore.parsers import create_parser
+from moto import mock_aws
+
 from dunning import aws
 from dunning.engine import apply_decision, decide
 from dunning.evaluation import Evaluator, ShardResult, ShardTask
@@ -36,8 +38,6 @@ from dunning.queues import ACTION, SqsActionQueue
 from dunning.selection import select_policy
 from dunning.store import TABLE, DynamoStore
 from dunning.store.schema import DUE_INDEX, iso
-from moto import mock_aws
-
 from local import moto_speedups
 from local.portfolio import (
     build_portfolio,

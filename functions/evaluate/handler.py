@@ -20,10 +20,11 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
+
 from dunning import aws
-from dunning.evaluation import Evaluator, ShardTask
+from dunning.evaluation import Evaluator, ShardResult, ShardTask
 from dunning.model import Channel
-from dunning.observability import logger, metrics, tracer
+from dunning.observability import count, logger, metrics, tracer
 from dunning.queues import SqsActionQueue
 from dunning.settings import evaluate_settings
 from dunning.store import DynamoStore
@@ -87,9 +88,8 @@ def _record_handler(record: SQSRecord, context: LambdaContext) -> None:
     metrics.add_metric(name="CasesRecovered", unit=MetricUnit.Count, value=result.recovered)
     metrics.add_metric(name="ApprovalsRequested", unit=MetricUnit.Count, value=result.approvals)
     metrics.add_metric(name="OutboxResent", unit=MetricUnit.Count, value=result.outbox_resent)
-    for channel, count in result.actions_queued.items():
-        metrics.add_dimension(name="channel", value=channel)
-        metrics.add_metric(name="ActionsQueued", unit=MetricUnit.Count, value=count)
+    for channel, queued in result.actions_queued.items():
+        count("ActionsQueued", queued, channel=channel)
     logger.info(
         "shard evaluated",
         extra={
@@ -106,6 +106,7 @@ def _record_handler(record: SQSRecord, context: LambdaContext) -> None:
 @tracer.capture_lambda_handler
 def worker(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     evaluator = build_evaluator()
+    tail = ShardResult()  # what the final flush of the shared batches queues
     try:
         return process_partial_response(
             event=event,
@@ -116,4 +117,6 @@ def worker(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureR
     finally:
         # The shard tasks of this batch share their last, partial SQS batches.
         # Should this fail, the actions stay in the outbox for the next run.
-        evaluator.flush(datetime.now(UTC))
+        evaluator.flush(datetime.now(UTC), tail)
+        for channel, queued in tail.actions_queued.items():
+            count("ActionsQueued", queued, channel=channel)

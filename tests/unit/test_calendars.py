@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
+
 from dunning.calendars import (
     is_send_time,
     is_sending_day,
@@ -17,7 +18,6 @@ from dunning.calendars import (
     next_send_time,
     zone,
 )
-
 from tests.builders import calendar
 
 

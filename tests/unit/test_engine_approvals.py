@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
 import pytest
+
 from dunning.engine import apply_decision, decide
 from dunning.ledger import apply_payment
 from dunning.model import (
@@ -23,7 +24,6 @@ from dunning.model import (
     Payment,
     Policy,
 )
-
 from tests.builders import email, invoice, level, policy, view
 
 DUE = date(2026, 1, 2)

@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+
 from dunning.calendars import is_send_time, zone
 from dunning.engine import apply_decision, decide
 from dunning.ledger import apply_payment
@@ -26,7 +27,6 @@ from dunning.model import (
     Payment,
     Policy,
 )
-
 from tests.builders import calendar, email, invoice, level, policy, view
 
 DUE = date(2026, 1, 2)  # Friday

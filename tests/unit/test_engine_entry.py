@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+
 from dunning.engine import apply_decision, decide
 from dunning.model import (
     AccountView,
@@ -24,7 +25,6 @@ from dunning.model import (
     PaymentPlan,
     PlanStatus,
 )
-
 from tests.builders import account, invoice, policy, view
 
 NOW = datetime(2026, 1, 20, 12, 0, tzinfo=UTC)

@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
 import pytest
+
 from dunning.engine import apply_decision, decide
 from dunning.ledger import apply_payment, reverse_payment
 from dunning.model import (
@@ -32,7 +33,6 @@ from dunning.model import (
     Suspension,
     SuspensionKind,
 )
-
 from tests.builders import calendar, email, invoice, level, policy, view
 
 DUE = date(2026, 1, 2)

@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+
 from dunning.engine import apply_decision, decide
 from dunning.ledger import apply_payment, reverse_payment
 from dunning.model import (
@@ -24,7 +25,6 @@ from dunning.model import (
     Payment,
     Policy,
 )
-
 from tests.builders import account, email, invoice, level, policy, view
 
 DUE = date(2026, 1, 2)

@@ -13,6 +13,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
 import pytest
+
 from dunning.engine import apply_decision, decide
 from dunning.ledger import apply_payment
 from dunning.model import (
@@ -27,7 +28,6 @@ from dunning.model import (
     Suspension,
     SuspensionKind,
 )
-
 from tests.builders import account, calendar, invoice, level, policy, view
 
 DUE = date(2026, 1, 2)

@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+
 from dunning.engine import apply_decision, can_accept_promise, decide
 from dunning.ledger import apply_payment
 from dunning.model import (
@@ -29,7 +30,6 @@ from dunning.model import (
     SuspensionProfile,
     SuspensionStatus,
 )
-
 from tests.builders import invoice, policy, view
 
 DUE = date(2026, 1, 2)

@@ -12,9 +12,9 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
+
 from dunning.engine import apply_decision, decide
 from dunning.model import CaseStatus, EventKind, Mode
-
 from tests.builders import account, invoice, level, policy, view
 
 SECOND = timedelta(seconds=1)

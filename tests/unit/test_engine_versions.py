@@ -11,10 +11,10 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+
 from dunning.engine import PolicyUnavailableError, apply_decision, decide
 from dunning.ledger import apply_payment, reverse_payment
 from dunning.model import AccountView, CaseStatus, Decision, EventKind, Payment, Policy
-
 from tests.builders import email, invoice, level, policy, view
 
 DUE = date(2026, 1, 2)

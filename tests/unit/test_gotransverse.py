@@ -22,10 +22,10 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+
 from dunning.calendars import is_send_time
 from dunning.engine import apply_decision, decide
 from dunning.model import ActionType, CaseStatus, EventKind
-
 from tests.builders import account, calendar, invoice, policy, view
 
 E, S = ActionType.EMAIL, ActionType.SMS

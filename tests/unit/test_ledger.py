@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+
 from dunning.engine import apply_decision, decide
 from dunning.ledger import LedgerError, allocate, apply_payment, reverse_payment
 from dunning.model import (
@@ -22,7 +23,6 @@ from dunning.model import (
     SuspensionStatus,
 )
 from dunning.money import CurrencyMismatchError
-
 from tests.builders import invoice, level, policy, view
 
 AT = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)

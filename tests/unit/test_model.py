@@ -9,6 +9,8 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 import pytest
+from pydantic import BaseModel, ValidationError
+
 from dunning.model import (
     DEFAULT_MAX_LEVELS,
     ActionSpec,
@@ -24,8 +26,6 @@ from dunning.model import (
     SuspensionKind,
     SuspensionProfile,
 )
-from pydantic import BaseModel, ValidationError
-
 from tests.builders import account, calendar, email, gotransverse_levels, invoice, level, policy
 
 M = TypeVar("M", bound=BaseModel)

@@ -6,9 +6,9 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+
 from dunning.model import Policy, PolicyRule
 from dunning.selection import NoPolicyError, rule_matches, select_policy
-
 from tests.builders import account, policy
 
 POLICIES: dict[str, Policy] = {
