@@ -636,6 +636,7 @@ class EventKind(StrEnum):
     PAYMENT_RECEIVED = "payment_received"
     PAYMENT_REVERSED = "payment_reversed"
     CASE_SUSPENDED = "case_suspended"
+    APPROVAL_DECIDED = "approval_decided"
     # Written by the channel functions.
     ACTION_DELIVERED = "action_delivered"
     ACTION_FAILED = "action_failed"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -29,6 +29,7 @@ from dunning.model import (
     Action,
     ActionType,
     Approval,
+    ApprovalStatus,
     AuditEvent,
     Calendar,
     Case,
@@ -797,7 +798,7 @@ class DynamoStore:
         now: datetime,
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """The transaction that writes a decision, and the audit events that do
-        not fit in it (idempotent puts, written first by batch)."""
+        not fit in it (idempotent puts, written by batch after the transaction)."""
         account_id = new_view.account.account_id
         new = StoredView(new_view, stored.version, stored.policy_id)
         items: list[dict[str, Any]] = [self._account_put(new, decision.next_evaluation_at, now)]
@@ -856,9 +857,11 @@ class DynamoStore:
         invoices, audit events and the outbox, in one transaction conditional on
         the account's version. Raises ConflictError if the account moved."""
         items, overflow = self.decision_items(stored, new_view, decision, now)
+        self._transact(items, "save decision")
+        # Audit events beyond the transaction's 100 writes follow it, never precede
+        # it: a decision that lost its race must leave no trace.
         if overflow:
             self.batch_write([{"PutRequest": {"Item": e["Put"]["Item"]}} for e in overflow])
-        self._transact(items, "save decision")
 
     def save_due_only(self, stored: StoredView, due_at: datetime | None, now: datetime) -> None:
         """Nothing changed but the next evaluation time: move (or drop) the due entry."""
@@ -1048,6 +1051,101 @@ class DynamoStore:
             }
         )
         return view, [task]
+
+    # -------------------------------------------------------------- approvals
+
+    def get_approval(self, account_id: str, approval_id: str) -> tuple[Approval, int]:
+        item = self._get(f"ACCOUNT#{account_id}", f"APPROVAL#{approval_id}")
+        if item is None:
+            raise NotFoundError(f"approval {approval_id} does not exist")
+        return APPROVAL.validate_json(item["body"]["S"]), int(item["version"]["N"])
+
+    def decide_approval(
+        self,
+        account_id: str,
+        approval_id: str,
+        *,
+        approve: bool,
+        actor: str,
+        reason: str,
+        on_rejected: str,
+        now: datetime,
+    ) -> Approval:
+        """Approve (the held actions go to the outbox, sent by the next run) or
+        reject (recorded with the reason; the case skips the held actions or
+        stops, as the policy says). Conditional on the approval being pending."""
+        for _attempt in range(5):
+            approval, version = self.get_approval(account_id, approval_id)
+            if approval.status is not ApprovalStatus.PENDING:
+                raise ConflictError(
+                    f"approval {approval_id} is {approval.status.value}", field="approval_id"
+                )
+            stored = self.get_view(account_id)
+            case = next((c for c in stored.view.cases if c.case_id == approval.case_id), None)
+            if case is None or case.status is not CaseStatus.AWAITING_APPROVAL:
+                raise ConflictError(f"case {approval.case_id} is not awaiting approval")
+            update: dict[str, Any] = {"status": CaseStatus.ACTIVE, "approval_id": None}
+            outbox: list[dict[str, Any]] = []
+            if approve:
+                for action in approval.actions:
+                    released = replace(action, not_before=max(action.not_before, now))
+                    outbox.append(self._put(self.outbox_item(released, pending=True)))
+                    if action.type is ActionType.SUSPEND_SERVICE:
+                        update["service_suspended_by"] = action.level
+            elif on_rejected == "stop_case":
+                update = {
+                    "status": CaseStatus.STOPPED,
+                    "approval_id": None,
+                    "closed_at": now,
+                    "stop_reason": f"approval rejected: {reason}",
+                }
+            new_case = case.model_copy(update=update)
+            view = stored.view.model_copy(
+                update={"cases": tuple(new_case if c is case else c for c in stored.view.cases)}
+            )
+            status = ApprovalStatus.APPROVED if approve else ApprovalStatus.REJECTED
+            decided = replace(approval, status=status)
+            event = AuditEvent(
+                event_id=stable_id(account_id, "approval", approval_id, status.value),
+                account_id=account_id,
+                at=now,
+                kind=EventKind.APPROVAL_DECIDED,
+                case_id=approval.case_id,
+                data={
+                    "approval_id": approval_id,
+                    "decision": status.value,
+                    "reason": reason,
+                    "actions": [a.type.value for a in approval.actions],
+                    "case_status": new_case.status.value,
+                },
+                actor=actor,
+            )
+            approval_put = self._put(
+                {
+                    PK: _s(f"ACCOUNT#{account_id}"),
+                    SK: _s(f"APPROVAL#{approval_id}"),
+                    "type": _s("approval"),
+                    "body": _s(APPROVAL.dump_json(decided).decode()),
+                    "version": _n(version + 1),
+                    "decided_by": _s(actor),
+                    "reason": _s(reason),
+                },
+                "version = :av",
+            )
+            approval_put["Put"]["ExpressionAttributeValues"] = {":av": _n(version)}
+            items = [
+                self._account_put(StoredView(view, stored.version, stored.policy_id), now, now),
+                approval_put,
+                self._case_put(new_case),
+                self._event_put(event),
+                *outbox,
+            ]
+            try:
+                self._transact(items, "decide approval")
+            except ConflictError:
+                continue
+            return decided
+        raise ConflictError(f"account {account_id} keeps changing; try again")
 
     # ---------------------------------------------------------- bulk import
 
