@@ -21,7 +21,7 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from dunning import aws
+from dunning import aws, clock
 from dunning.evaluation import Evaluator, ShardResult, ShardTask
 from dunning.model import Channel
 from dunning.observability import count, logger, metrics, tracer
@@ -29,7 +29,7 @@ from dunning.queues import SqsActionQueue
 from dunning.settings import evaluate_settings
 from dunning.store import DynamoStore
 
-processor = BatchProcessor(event_type=EventType.SQS)
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
 @lru_cache(maxsize=1)
@@ -117,6 +117,6 @@ def worker(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureR
     finally:
         # The shard tasks of this batch share their last, partial SQS batches.
         # Should this fail, the actions stay in the outbox for the next run.
-        evaluator.flush(datetime.now(UTC), tail)
+        evaluator.flush(clock.now(), tail)
         for channel, queued in tail.actions_queued.items():
             count("ActionsQueued", queued, channel=channel)

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
-from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import (
     BatchProcessor,
     EventType,
@@ -41,9 +41,10 @@ from dunning.model import (
     Action,
     ActionType,
     CaseStatus,
+    Channel,
     InvoiceStatus,
 )
-from dunning.observability import logger, metrics
+from dunning.observability import count, logger
 from dunning.store import DynamoStore, StoredView
 
 ACTION = TypeAdapter(Action)
@@ -106,6 +107,17 @@ def staleness(action: Action, view: AccountView) -> str | None:
         return case.status.value
     if case.level > action.level or case.entries.get(action.level, 0) != action.entry:
         return "moved_on"
+    # Money that arrived since the decision: the engine has not closed the case
+    # yet, but nothing the action is about is still owed.
+    wanted = set(action.invoice_ids) or set(case.invoice_ids)
+    scope = [i for i in view.invoices if i.invoice_id in wanted]
+    if not any(i.status is InvoiceStatus.OPEN and i.open_amount > 0 for i in scope):
+        statuses = {i.status for i in scope if i.open_amount > 0}
+        if statuses == {InvoiceStatus.DISPUTED}:
+            return "disputed"
+        if statuses == {InvoiceStatus.IN_PAYMENT_PLAN}:
+            return "in_payment_plan"
+        return "recovered"
     return None
 
 
@@ -165,7 +177,8 @@ class Delivery:
             return self._record(
                 action, DeliveryResult(action.action_id, DeliveryOutcome.FAILED, err.reason)
             )
-        self.store.apply_action_effect(action, now)
+        if self.store.apply_action_effect(action, now, stored):
+            self._views.pop(action.account_id, None)  # changed: a later action re-reads it
         return self._record(
             action,
             DeliveryResult(action.action_id, DeliveryOutcome.DELIVERED, "sent", provider_id),
@@ -199,7 +212,11 @@ class ChannelConsumer:
         sqs: Any,
         queue_url: str,
         clock: Callable[[], datetime],
+        channel: Channel,
+        retry_base_s: int = 30,
     ) -> None:
+        self.channel = channel
+        self.retry_base_s = retry_base_s
         self.delivery = delivery
         self.sqs = sqs
         self.queue_url = queue_url
@@ -210,7 +227,9 @@ class ChannelConsumer:
             raise_on_no_idempotency_key=True,
             expires_after_seconds=IDEMPOTENCY_TTL_S,
         )
-        self.processor = BatchProcessor(event_type=EventType.SQS)
+        self.processor = BatchProcessor(
+            event_type=EventType.SQS, raise_on_entire_batch_failure=False
+        )
 
         def deliver_once(message: dict[str, Any]) -> dict[str, Any]:
             action = ACTION.validate_python(message, strict=False)
@@ -246,12 +265,17 @@ class ChannelConsumer:
                 raise ValueError("an action message is a JSON object")
             try:
                 self._deliver_once(message=message)
-            except TransientSendError:
+            except TransientSendError as err:
                 receives = int(record.attributes.approximate_receive_count or 1)
+                count("ActionOutcomes", channel=self.channel.value, level="any", outcome="retried")
+                logger.warning(
+                    "transient delivery failure",
+                    extra={"message_id": record.message_id, "reason": err.reason},
+                )
                 self.sqs.change_message_visibility(
                     QueueUrl=self.queue_url,
                     ReceiptHandle=record.receipt_handle,
-                    VisibilityTimeout=backoff_seconds(receives),
+                    VisibilityTimeout=backoff_seconds(receives, self.retry_base_s),
                 )
                 raise
 
@@ -263,17 +287,20 @@ class ChannelConsumer:
                 context=context,
             )
         finally:
-            for action, outcome, _reason, _provider in self.delivery.flush(self.clock()):
-                metrics.add_metric(
-                    name=f"Action{outcome.capitalize()}", unit=MetricUnit.Count, value=1
-                )
+            tally: Counter[tuple[str, str]] = Counter()
+            for action, outcome, reason, _provider in self.delivery.flush(self.clock()):
+                tally[(str(action.level), outcome)] += 1
                 logger.info(
                     "action outcome",
                     extra={
                         "action_id": action.action_id,
                         "account_id": action.account_id,
                         "channel": action.channel.value,
+                        "type": action.type.value,
                         "level": action.level,
                         "outcome": outcome,
+                        "reason": reason,
                     },
                 )
+            for (level, outcome), n in sorted(tally.items()):
+                count("ActionOutcomes", n, channel=self.channel.value, level=level, outcome=outcome)

@@ -47,6 +47,8 @@ class ActionSettings(_Settings):
     DEFAULT_LOCALE: str = "en"
     # {"provisioning": {"url": "https://...", "secret_id": "arn:..."}, ...}
     WEBHOOK_ENDPOINTS: str = "{}"
+    # First retry of a transient failure after up to this many seconds (doubling, jittered).
+    RETRY_BASE_S: Annotated[int, Field(ge=1, le=900)] = 30
     # Only the local run and tests set this: plain HTTP to a receiver on 127.0.0.1.
     ALLOW_INSECURE_LOOPBACK: bool = False
 
@@ -55,4 +57,35 @@ class ActionSettings(_Settings):
 def action_settings() -> ActionSettings:
     return ActionSettings.model_validate(
         {k: v for k, v in os.environ.items() if k in ActionSettings.model_fields}
+    )
+
+
+class ApiSettings(_Settings):
+    """Settings of the REST API function."""
+
+    TABLE_NAME: str
+    IDEMPOTENCY_TABLE_NAME: str  # Idempotency-Key of create-style POSTs
+    SHARD_COUNT: Annotated[int, Field(ge=1, le=1000)]
+    # Hosts webhook endpoints may be registered on (comma-separated; empty: any public host).
+    WEBHOOK_ALLOWED_HOSTS: str = ""
+
+
+@lru_cache(maxsize=1)
+def api_settings() -> ApiSettings:
+    return ApiSettings.model_validate(
+        {k: v for k, v in os.environ.items() if k in ApiSettings.model_fields}
+    )
+
+
+class ReportSettings(_Settings):
+    """Settings of the scheduled reporter that publishes the portfolio's gauges."""
+
+    TABLE_NAME: str
+    SHARD_COUNT: Annotated[int, Field(ge=1, le=1000)]
+
+
+@lru_cache(maxsize=1)
+def report_settings() -> ReportSettings:
+    return ReportSettings.model_validate(
+        {k: v for k, v in os.environ.items() if k in ReportSettings.model_fields}
     )

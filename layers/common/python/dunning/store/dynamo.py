@@ -71,6 +71,7 @@ ACTION = TypeAdapter(Action)
 EVENT = TypeAdapter(AuditEvent)
 APPROVAL = TypeAdapter(Approval)
 MAX_TRANSACTION_ITEMS = 100
+TEMPLATES_PK = "TEMPLATES"
 CLOSED_CASES_KEPT = 3
 _RETRYABLE = frozenset(
     {
@@ -961,17 +962,22 @@ class DynamoStore:
             requests.append({"PutRequest": {"Item": record}})
         return self.batch_write(requests) if requests else 0
 
-    def apply_action_effect(self, action: Action, now: datetime) -> None:
+    def apply_action_effect(
+        self, action: Action, now: datetime, stored: StoredView | None = None
+    ) -> bool:
         """What a delivered account action changes on the account: service status,
-        written-off invoices and case, a manual task for collectors."""
+        written-off invoices and case, a manual task for collectors. `stored` is
+        the view the caller already read (re-read only after a conflict). True
+        when the account changed."""
         effect = _EFFECTS.get(action.type)
         if effect is None:
-            return
+            return False
         for _attempt in range(5):
-            stored = self.get_view(action.account_id)
+            if stored is None:
+                stored = self.get_view(action.account_id)
             view, extra = effect(self, stored.view, action, now)
             if view == stored.view and not extra:
-                return
+                return False
             event = AuditEvent(
                 event_id=stable_id(action.account_id, "effect", action.action_id),
                 account_id=action.account_id,
@@ -994,8 +1000,9 @@ class DynamoStore:
             try:
                 self._transact(items, f"apply {action.type.value}")
             except ConflictError:
+                stored = None
                 continue
-            return
+            return True
         raise ConflictError(f"account {action.account_id} keeps changing; try again")
 
     def _service(self, view: AccountView, status: ServiceStatus) -> AccountView:
@@ -1146,6 +1153,22 @@ class DynamoStore:
                 continue
             return decided
         raise ConflictError(f"account {account_id} keeps changing; try again")
+
+    # ------------------------------------------------------------ templates
+
+    def template_sources(self) -> dict[str, str]:
+        """Every uploaded template part, by path (`email/de/reminder.html`).
+
+        They live in one small partition (`TEMPLATES`); the channel functions
+        read it once per cold start and lay it over the shipped templates.
+        """
+        return {
+            it[SK]["S"]: it["source"]["S"]
+            for it in self._query_all(
+                KeyConditionExpression="PK = :p",
+                ExpressionAttributeValues={":p": _s(TEMPLATES_PK)},
+            )
+        }
 
     # ---------------------------------------------------------- bulk import
 
