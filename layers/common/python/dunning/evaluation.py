@@ -72,6 +72,50 @@ def run_id_for(as_of: datetime) -> str:
     return "run-" + stable_id("run", iso(as_of))
 
 
+class Decider:
+    """Decides for stored accounts as the evaluator does (no side effect): the
+    policy a running case keeps (its pinned version), else the one the rules
+    select; the policy's calendar. Used by the worker and by the API's preview."""
+
+    def __init__(self, store: DynamoStore) -> None:
+        self.store = store
+        self._pinned: dict[tuple[str, int], Policy] = {}
+
+    def policy_for(self, view: AccountView, book: PolicyBook) -> tuple[Policy, str, Policy | None]:
+        """The policy that decides for this account, and a pinned older version."""
+        running = next((c for c in view.cases if c.is_open), None)
+        if running is not None and running.policy_id in book.policies:
+            current = book.policies[running.policy_id]
+            if running.policy_version == current.version or current.apply_to_running_cases:
+                return current, "running case", None
+            key = (running.policy_id, running.policy_version)
+            if key not in self._pinned:
+                self._pinned[key] = self.store.get_policy_version(*key)
+            return current, "running case", self._pinned[key]
+        currency = view.account.currency
+        balance = sum(
+            (inv.open_amount for inv in view.invoices if inv.currency == currency), Decimal(0)
+        )
+        selection = select_policy(
+            view.account, balance, book.rules, book.policies, book.default_policy_id
+        )
+        return selection.policy, selection.selected_by, None
+
+    def decide_stored(
+        self, stored: StoredView, as_of: datetime, book: PolicyBook
+    ) -> tuple[Decision, AccountView]:
+        """The engine's decision for a stored account (no side effect)."""
+        policy, selected_by, pinned = self.policy_for(stored.view, book)
+        view = (
+            stored.view
+            if pinned is None
+            else stored.view.model_copy(update={"case_policy": pinned})
+        )
+        calendar = book.calendars.get(policy.calendar_id) if policy.calendar_id else None
+        decision = decide(view, policy, calendar, as_of, selected_by=selected_by)
+        return decision, apply_decision(stored.view, decision)
+
+
 class Evaluator:
     def __init__(
         self,
@@ -85,7 +129,7 @@ class Evaluator:
         self.queue = queue
         self.shards = shards
         self.time_margin_ms = time_margin_ms
-        self._pinned: dict[tuple[str, int], Policy] = {}
+        self.decider = Decider(store)
         self._pending: dict[str, list[Action]] = {}  # per channel, under ten
         self._accepted: list[Action] = []  # queued, to be marked in the outbox
 
@@ -187,39 +231,11 @@ class Evaluator:
         for action in accepted:
             result.actions_queued[action.channel.value] += 1
 
-    def _policy_for(self, view: AccountView, book: PolicyBook) -> tuple[Policy, str, Policy | None]:
-        """The policy that decides for this account, and a pinned older version."""
-        running = next((c for c in view.cases if c.is_open), None)
-        if running is not None and running.policy_id in book.policies:
-            current = book.policies[running.policy_id]
-            if running.policy_version == current.version or current.apply_to_running_cases:
-                return current, "running case", None
-            key = (running.policy_id, running.policy_version)
-            if key not in self._pinned:
-                self._pinned[key] = self.store.get_policy_version(*key)
-            return current, "running case", self._pinned[key]
-        currency = view.account.currency
-        balance = sum(
-            (inv.open_amount for inv in view.invoices if inv.currency == currency), Decimal(0)
-        )
-        selection = select_policy(
-            view.account, balance, book.rules, book.policies, book.default_policy_id
-        )
-        return selection.policy, selection.selected_by, None
-
     def decide_stored(
         self, stored: StoredView, as_of: datetime, book: PolicyBook
     ) -> tuple[Decision, AccountView]:
         """The engine's decision for a stored account (no side effect)."""
-        policy, selected_by, pinned = self._policy_for(stored.view, book)
-        view = (
-            stored.view
-            if pinned is None
-            else stored.view.model_copy(update={"case_policy": pinned})
-        )
-        calendar = book.calendars.get(policy.calendar_id) if policy.calendar_id else None
-        decision = decide(view, policy, calendar, as_of, selected_by=selected_by)
-        return decision, apply_decision(stored.view, decision)
+        return self.decider.decide_stored(stored, as_of, book)
 
     def _evaluate(
         self, stored: StoredView, as_of: datetime, book: PolicyBook, result: ShardResult

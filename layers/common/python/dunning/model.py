@@ -637,6 +637,12 @@ class EventKind(StrEnum):
     PAYMENT_REVERSED = "payment_reversed"
     CASE_SUSPENDED = "case_suspended"
     APPROVAL_DECIDED = "approval_decided"
+    SUSPENSION_LIFTED = "suspension_lifted"
+    CASE_STOPPED = "case_stopped"
+    CASE_MOVED = "case_moved"
+    PLAN_CREATED = "plan_created"
+    EXCLUSION_CHANGED = "exclusion_changed"
+    TASK_CLOSED = "task_closed"
     # Written by the channel functions.
     ACTION_DELIVERED = "action_delivered"
     ACTION_FAILED = "action_failed"

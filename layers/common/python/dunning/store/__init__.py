@@ -1,6 +1,13 @@
 """Storage: the single DynamoDB table (the only module that speaks DynamoDB)."""
 
-from dunning.store.dynamo import DuePage, DynamoStore, PolicyBook, StoredView, WriteResult
+from dunning.store.dynamo import (
+    DuePage,
+    DynamoStore,
+    Mutation,
+    PolicyBook,
+    StoredView,
+    WriteResult,
+)
 from dunning.store.errors import ConflictError, NotFoundError, RetryableError, StoreError
 from dunning.store.schema import TABLE, TableDefinition
 
@@ -9,6 +16,7 @@ __all__ = [
     "ConflictError",
     "DuePage",
     "DynamoStore",
+    "Mutation",
     "NotFoundError",
     "PolicyBook",
     "RetryableError",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -72,6 +72,8 @@ EVENT = TypeAdapter(AuditEvent)
 APPROVAL = TypeAdapter(Approval)
 MAX_TRANSACTION_ITEMS = 100
 TEMPLATES_PK = "TEMPLATES"
+# A bulk write is one transaction: the account, then an invoice and its event each.
+MAX_BULK_INVOICES = (MAX_TRANSACTION_ITEMS - 1) // 2
 CLOSED_CASES_KEPT = 3
 _RETRYABLE = frozenset(
     {
@@ -130,9 +132,27 @@ class PolicyBook:
 
 
 @dataclass(frozen=True, slots=True)
+class Mutation:
+    """A pure change of an account view, as `DynamoStore.mutate` writes it."""
+
+    view: AccountView
+    events: tuple[AuditEvent, ...] = ()
+    reevaluate: bool = True  # evaluate the account at the next run
+    extra: tuple[dict[str, Any], ...] = ()  # further transaction items (raw)
+    result: Any = None  # what the caller wants back (the new suspension, plan ...)
+
+
+@dataclass(frozen=True, slots=True)
 class WriteResult:
     created: bool
     version: int
+
+
+@dataclass(frozen=True, slots=True)
+class BulkWriteResult:
+    results: list[WriteResult]
+    created: int
+    version: int  # the account's version after the write
 
 
 def _map_client_error(err: ClientError, what: str) -> Exception:
@@ -382,63 +402,103 @@ class DynamoStore:
     def upsert_invoice(self, invoice: Invoice, now: datetime, actor: str) -> WriteResult:
         """Idempotent by invoice id: the same body twice changes nothing; another
         body under the same id is a conflict. Re-opens evaluation at once."""
-        digest = body_hash(invoice, exclude={"version", "open_amount", "status", "plan_id"})
-        sk = f"INVOICE#{invoice.invoice_id}"
-        existing = self._get(f"ACCOUNT#{invoice.account_id}", sk)
-        if existing is not None:
-            if existing["body_hash"]["S"] == digest:
-                return WriteResult(created=False, version=int(existing["version"]["N"]))
-            raise ConflictError(
-                f"invoice {invoice.invoice_id} exists with a different body",
-                field="invoice_id",
-            )
+        return self.upsert_invoices([invoice], now, actor).results[0]
+
+    def upsert_invoices(
+        self, invoices: Sequence[Invoice], now: datetime, actor: str
+    ) -> BulkWriteResult:
+        """Several invoices of one account in one transaction (at most
+        `MAX_BULK_INVOICES`: the account, each invoice and its audit event).
+
+        Each is idempotent by id as in `upsert_invoice`; a different body under
+        an existing id fails the whole request before anything is written.
+        """
+        if not invoices:
+            raise ValueError("no invoices")
+        if len(invoices) > MAX_BULK_INVOICES:
+            raise ValueError(f"at most {MAX_BULK_INVOICES} invoices per request")
+        account_id = invoices[0].account_id
+        if any(i.account_id != account_id for i in invoices):
+            raise ValueError("the invoices of one request belong to one account")
+        digests = [
+            body_hash(inv, exclude={"version", "open_amount", "status", "plan_id"})
+            for inv in invoices
+        ]
         for _attempt in range(5):
-            stored = self.get_view(invoice.account_id)
-            if invoice.currency != stored.view.account.currency:
-                raise ConflictError(
-                    f"invoice in {invoice.currency} for an account in "
-                    f"{stored.view.account.currency}",
-                    field="currency",
-                )
-            new_invoice = invoice.model_copy(update={"version": 1})
-            view = stored.view.model_copy(update={"invoices": (*stored.view.invoices, new_invoice)})
-            event = AuditEvent(
-                event_id=stable_id(invoice.account_id, "invoice_received", invoice.invoice_id),
-                account_id=invoice.account_id,
-                at=now,
-                kind=EventKind.INVOICE_RECEIVED,
-                case_id=None,
-                data={
-                    "invoice_id": invoice.invoice_id,
-                    "amount": str(invoice.amount),
-                    "currency": invoice.currency,
-                    "due_date": invoice.due_date.isoformat(),
-                },
-                actor=actor,
-            )
-            items = [
-                self._account_put(StoredView(view, stored.version, stored.policy_id), now, now),
-                self._put(
-                    {
-                        PK: _s(f"ACCOUNT#{invoice.account_id}"),
-                        SK: _s(sk),
-                        "type": _s("invoice"),
-                        "body": _s(new_invoice.model_dump_json(exclude_defaults=True)),
-                        "body_hash": _s(digest),
-                        "version": _n(1),
-                    },
-                    "attribute_not_exists(PK)",
-                ),
-                self._event_put(event),
+            keys = [account_key(account_id)] + [
+                {PK: _s(f"ACCOUNT#{account_id}"), SK: _s(f"INVOICE#{i.invoice_id}")}
+                for i in invoices
             ]
+            found = {it[SK]["S"]: it for it in self.batch_get(keys)}
+            account = found.get("ACCOUNT")
+            if account is None:
+                raise NotFoundError(f"account {account_id} does not exist")
+            stored = self._stored(account)
+            results: list[WriteResult] = []
+            fresh: list[tuple[Invoice, str]] = []
+            for n, (inv, digest) in enumerate(zip(invoices, digests, strict=True)):
+                existing = found.get(f"INVOICE#{inv.invoice_id}")
+                if existing is None:
+                    if inv.currency != stored.view.account.currency:
+                        raise ConflictError(
+                            f"invoice {inv.invoice_id} in {inv.currency} for an account in "
+                            f"{stored.view.account.currency}",
+                            field="currency" if len(invoices) == 1 else f"invoices.{n}.currency",
+                        )
+                    results.append(WriteResult(created=True, version=1))
+                    fresh.append((inv, digest))
+                elif existing["body_hash"]["S"] == digest:
+                    results.append(
+                        WriteResult(created=False, version=int(existing["version"]["N"]))
+                    )
+                else:
+                    raise ConflictError(
+                        f"invoice {inv.invoice_id} exists with a different body",
+                        field="invoice_id" if len(invoices) == 1 else f"invoices.{n}.invoice_id",
+                    )
+            if not fresh:
+                return BulkWriteResult(results, 0, stored.version)
+            added = tuple(inv.model_copy(update={"version": 1}) for inv, _ in fresh)
+            view = stored.view.model_copy(update={"invoices": (*stored.view.invoices, *added)})
+            items = [self._account_put(StoredView(view, stored.version, stored.policy_id), now, now)]
+            for inv, digest in zip(added, (d for _, d in fresh), strict=True):
+                items.append(
+                    self._put(
+                        {
+                            PK: _s(f"ACCOUNT#{account_id}"),
+                            SK: _s(f"INVOICE#{inv.invoice_id}"),
+                            "type": _s("invoice"),
+                            "body": _s(inv.model_dump_json(exclude_defaults=True)),
+                            "body_hash": _s(digest),
+                            "version": _n(1),
+                        },
+                        "attribute_not_exists(PK)",
+                    )
+                )
+                items.append(
+                    self._event_put(
+                        AuditEvent(
+                            event_id=stable_id(account_id, "invoice_received", inv.invoice_id),
+                            account_id=account_id,
+                            at=now,
+                            kind=EventKind.INVOICE_RECEIVED,
+                            case_id=None,
+                            data={
+                                "invoice_id": inv.invoice_id,
+                                "amount": str(inv.amount),
+                                "currency": inv.currency,
+                                "due_date": inv.due_date.isoformat(),
+                            },
+                            actor=actor,
+                        )
+                    )
+                )
             try:
-                self._transact(items, "upsert invoice")
-            except ConflictError as err:
-                if _failed_index(err) == 1:
-                    return self.upsert_invoice(invoice, now, actor)  # created concurrently
-                continue
-            return WriteResult(created=True, version=1)
-        raise ConflictError(f"account {invoice.account_id} keeps changing; try again")
+                self._transact(items, "upsert invoices")
+            except ConflictError:
+                continue  # the account or an invoice changed meanwhile: read again
+            return BulkWriteResult(results, len(fresh), stored.version + 1)
+        raise ConflictError(f"account {account_id} keeps changing; try again")
 
     def get_invoices(self, account_id: str, invoice_ids: Iterable[str]) -> list[Invoice]:
         keys = [{PK: _s(f"ACCOUNT#{account_id}"), SK: _s(f"INVOICE#{i}")} for i in set(invoice_ids)]
@@ -642,6 +702,54 @@ class DynamoStore:
         )
         return StoredView(view, stored.version + 1, stored.policy_id)
 
+    # ------------------------------------------------- collector operations
+
+    def mutate(
+        self,
+        account_id: str,
+        change: Callable[[AccountView], Mutation],
+        now: datetime,
+        *,
+        expected_version: int | None = None,
+    ) -> tuple[StoredView, Mutation]:
+        """Apply a pure change to an account's view, in one transaction.
+
+        `change` gets the current view and returns the new view with the audit
+        events that describe the change (it raises to refuse). Changed cases,
+        invoices, plans and suspensions are written with it; `reevaluate` puts
+        the account in the due index at once. With `expected_version` (an
+        If-Match), a stale version is a precondition failure; without it, a
+        concurrent write makes the change run again on the new state.
+        """
+        for _attempt in range(5):
+            stored = self.get_view(account_id)
+            if expected_version is not None and stored.version != expected_version:
+                raise ConflictError(
+                    f"account {account_id} is at version {stored.version}, not {expected_version}",
+                    precondition=True,
+                )
+            mutation = change(stored.view)
+            due = now if mutation.reevaluate else _due_of(stored)
+            new = StoredView(mutation.view, stored.version, stored.policy_id)
+            old_cases = {c.case_id: c for c in stored.view.cases}
+            items = [
+                self._account_put(new, due, now),
+                *[self._event_put(e) for e in mutation.events],
+                *[self._case_put(c) for c in mutation.view.cases if old_cases.get(c.case_id) != c],
+                *self._changed_children(stored.view, mutation.view),
+                *mutation.extra,
+            ]
+            try:
+                self._transact(items, "update account")
+            except ConflictError:
+                if expected_version is not None:
+                    raise ConflictError(
+                        f"account {account_id} changed meanwhile", precondition=True
+                    ) from None
+                continue
+            return StoredView(mutation.view, stored.version + 1, stored.policy_id), mutation
+        raise ConflictError(f"account {account_id} keeps changing; try again")
+
     # ---------------------------------------------------------- configuration
 
     def put_policy(self, policy: Policy, actor: str, now: datetime) -> Policy:
@@ -657,6 +765,8 @@ class DynamoStore:
                         "body": body,
                         "actor": _s(actor),
                         "created_at": _s(iso(now)),
+                        LIST_PK: _s("POLICY"),
+                        LIST_SK: _s(f"{policy.policy_id}#{policy.version:08d}"),
                     },
                     "attribute_not_exists(PK)",
                 ),
@@ -669,17 +779,31 @@ class DynamoStore:
         item = self._get(f"POLICY#{policy_id}", f"V#{version:08d}")
         if item is None:
             raise NotFoundError(f"policy {policy_id} v{version} does not exist")
-        self._db.put_item(
-            TableName=self.table,
-            Item={
-                PK: _s(f"POLICY#{policy_id}"),
-                SK: _s("CURRENT"),
-                "type": _s("policy_current"),
-                "body": item["body"],
-                "version": _n(version),
-                LIST_PK: _s("POLICY#current"),
-                LIST_SK: _s(policy_id),
-            },
+        # Seeding path (tests, the local run): unconditional, unaudited. The API
+        # activates through `ConfigStore.activate_policy` (conditional, audited).
+        self._transact(
+            [
+                self._put(
+                    {
+                        PK: _s(f"POLICY#{policy_id}"),
+                        SK: _s("CURRENT"),
+                        "type": _s("policy_current"),
+                        "body": item["body"],
+                        "version": _n(version),
+                        LIST_PK: _s("POLICY#current"),
+                        LIST_SK: _s(policy_id),
+                    }
+                ),
+                {
+                    "Update": {
+                        "TableName": self.table,
+                        "Key": {PK: _s(f"POLICY#{policy_id}"), SK: _s(f"V#{version:08d}")},
+                        "UpdateExpression": "SET activated_at = if_not_exists(activated_at, :t)",
+                        "ExpressionAttributeValues": {":t": _s("seeded")},
+                    }
+                },
+            ],
+            "activate policy",
         )
 
     def get_policy_version(self, policy_id: str, version: int) -> Policy:
@@ -696,6 +820,7 @@ class DynamoStore:
                 SK: _s("CALENDAR"),
                 "type": _s("calendar"),
                 "body": _s(calendar.model_dump_json()),
+                "version": _n(1),
                 LIST_PK: _s("CALENDAR"),
                 LIST_SK: _s(calendar.calendar_id),
             },
@@ -1205,6 +1330,95 @@ class DynamoStore:
 
     # -------------------------------------------------------------- reading
 
+    def page(
+        self,
+        *,
+        limit: int,
+        start_key: dict[str, Any] | None = None,
+        pk: str | None = None,
+        sk_prefix: str = "",
+        list_pk: str | None = None,
+        list_sk_prefix: str = "",
+        newest_first: bool = False,
+    ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        """One page of a partition (`pk`) or of a list of the lists index (`list_pk`)."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "Limit": limit,
+            "ScanIndexForward": not newest_first,
+        }
+        if pk is not None:
+            kwargs["KeyConditionExpression"] = "PK = :p AND begins_with(SK, :s)"
+            kwargs["ExpressionAttributeValues"] = {":p": _s(pk), ":s": _s(sk_prefix)}
+        elif list_pk is not None:
+            kwargs["IndexName"] = "lists"
+            if list_sk_prefix:
+                kwargs["KeyConditionExpression"] = "list_pk = :p AND begins_with(list_sk, :s)"
+                kwargs["ExpressionAttributeValues"] = {
+                    ":p": _s(list_pk),
+                    ":s": _s(list_sk_prefix),
+                }
+            else:
+                kwargs["KeyConditionExpression"] = "list_pk = :p"
+                kwargs["ExpressionAttributeValues"] = {":p": _s(list_pk)}
+        else:
+            raise ValueError("page() needs pk or list_pk")
+        if start_key:
+            kwargs["ExclusiveStartKey"] = start_key
+        try:
+            out = self._db.query(**kwargs)
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") == "ValidationException":
+                raise NotFoundError("the page's start key does not belong to this list") from err
+            raise _map_client_error(err, "read page") from err
+        return list(out.get("Items", [])), out.get("LastEvaluatedKey")
+
+    def close_task(
+        self, account_id: str, task_id: str, note: str, actor: str, now: datetime
+    ) -> dict[str, Any]:
+        """Close an open manual task (conditional: a task closes once)."""
+        item = self._get(f"ACCOUNT#{account_id}", f"TASK#{task_id}")
+        if item is None:
+            raise NotFoundError(f"task {task_id} does not exist")
+        if item.get("status", {}).get("S") != "open":
+            raise ConflictError(f"task {task_id} is already closed")
+        action = ACTION.validate_json(item["body"]["S"])
+        event = AuditEvent(
+            event_id=stable_id(account_id, "task_closed", task_id),
+            account_id=account_id,
+            at=now,
+            kind=EventKind.TASK_CLOSED,
+            case_id=action.case_id,
+            data={"task_id": task_id, "note": note},
+            actor=actor,
+        )
+        self._transact(
+            [
+                {
+                    "Update": {
+                        "TableName": self.table,
+                        "Key": {PK: _s(f"ACCOUNT#{account_id}"), SK: _s(f"TASK#{task_id}")},
+                        "UpdateExpression": (
+                            "SET #s = :c, closed_at = :t, closed_by = :a, note = :n "
+                            "REMOVE list_pk, list_sk"
+                        ),
+                        "ConditionExpression": "#s = :o",
+                        "ExpressionAttributeNames": {"#s": "status"},
+                        "ExpressionAttributeValues": {
+                            ":c": _s("closed"),
+                            ":o": _s("open"),
+                            ":t": _s(iso(now)),
+                            ":a": _s(actor),
+                            ":n": _s(note),
+                        },
+                    }
+                },
+                self._event_put(event),
+            ],
+            "close task",
+        )
+        return {**item, "status": _s("closed")}
+
     def list_partition(self, account_id: str, prefix: str) -> list[dict[str, Any]]:
         return list(
             self._query_all(
@@ -1239,11 +1453,12 @@ _EFFECTS = {
 }
 
 
-def _failed_index(err: ConflictError) -> int | None:
-    for i, reason in enumerate(err.reasons):
-        if reason.get("Code") == "ConditionalCheckFailed":
-            return i
-    return None
-
-
-__all__ = ["DuePage", "DynamoStore", "PolicyBook", "StoredView", "WriteResult", "prune_view"]
+__all__ = [
+    "DuePage",
+    "DynamoStore",
+    "Mutation",
+    "PolicyBook",
+    "StoredView",
+    "WriteResult",
+    "prune_view",
+]

@@ -1,0 +1,1 @@
+"""The public REST API (Powertools resolver, pydantic contracts, role checks)."""

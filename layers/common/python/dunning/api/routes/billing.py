@@ -1,0 +1,201 @@
+"""Billing: accounts, invoices, payments, reversals (role `billing`).
+
+Every write re-opens evaluation for the account at once (the next scheduled
+run evaluates it). Ingestion is idempotent on the external ids.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.api_gateway import Router
+from aws_lambda_powertools.event_handler.openapi.params import Header, Path
+
+from dunning.api import shapes
+from dunning.api.common import (
+    BILLING,
+    CONFLICT,
+    NOT_FOUND,
+    ApiError,
+    actor_of,
+    detail,
+    ok,
+    responses,
+    services,
+)
+from dunning.api.contracts import (
+    AccountRequest,
+    BulkInvoicesRequest,
+    BulkWriteResponse,
+    Id,
+    InvoiceRequest,
+    PaymentRequest,
+    PaymentResponse,
+    ReversalRequest,
+    WriteResponse,
+)
+from dunning.api.idempotency import with_idempotency_key
+from dunning.model import Account, Invoice, Payment
+
+router = Router()  # type: ignore[no-untyped-call]
+TAGS = ["billing"]
+AccountId = Annotated[Id, Path(description="The billing system's account id")]
+
+
+def _invoice(account_id: str, body: InvoiceRequest, loc: list[str | int]) -> Invoice:
+    amount = Decimal(body.amount)
+    open_amount = Decimal(body.open_amount) if body.open_amount is not None else amount
+    try:
+        return Invoice.model_validate(
+            {
+                "invoice_id": body.invoice_id,
+                "account_id": account_id,
+                "type": body.type,
+                "currency": body.currency,
+                "amount": amount,
+                "open_amount": open_amount,
+                "issue_date": body.issue_date,
+                "due_date": body.due_date,
+            }
+        )
+    except ValueError as err:
+        raise ApiError(
+            422, "validation_error", "the invoice is invalid", [detail([*loc], str(err))]
+        ) from None
+
+
+@router.put(
+    "/accounts/<account_id>",
+    summary="Create or update an account",
+    tags=TAGS,
+    middlewares=BILLING,
+    responses=responses(200, WriteResponse, "Stored"),
+)
+def put_account(account_id: AccountId, body: AccountRequest) -> Response[Any]:
+    s = services(router)
+    account = Account.model_validate(
+        {**body.model_dump(), "account_id": account_id, "tags": frozenset(body.tags)},
+        strict=False,
+    )
+    result = s.store.upsert_account(account, s.clock(), actor_of(router))
+    return ok(
+        WriteResponse(account_id=account_id, created=result.created, version=result.version),
+        201 if result.created else 200,
+        etag=result.version,
+    )
+
+
+@router.put(
+    "/accounts/<account_id>/invoices/<invoice_id>",
+    summary="Create an invoice (idempotent on its id)",
+    tags=TAGS,
+    middlewares=BILLING,
+    responses=responses(200, WriteResponse, "Stored", NOT_FOUND, CONFLICT),
+)
+def put_invoice(
+    account_id: AccountId, invoice_id: Annotated[Id, Path()], body: InvoiceRequest
+) -> Response[Any]:
+    if body.invoice_id != invoice_id:
+        raise ApiError(
+            422,
+            "validation_error",
+            "the body's invoice_id differs from the path",
+            [detail(["body", "invoice_id"], "must equal the path's invoice id")],
+        )
+    s = services(router)
+    result = s.store.upsert_invoice(
+        _invoice(account_id, body, ["body"]), s.clock(), actor_of(router)
+    )
+    return ok(
+        WriteResponse(account_id=account_id, created=result.created, version=result.version),
+        201 if result.created else 200,
+        etag=result.version,
+    )
+
+
+@router.post(
+    "/accounts/<account_id>/invoices/bulk",
+    summary="Create up to 49 invoices of one account, all or nothing",
+    description="Each invoice is idempotent on its id; the request is one transaction: "
+    "an invoice whose id exists with another body fails it all, and nothing is written.",
+    tags=TAGS,
+    middlewares=BILLING,
+    responses=responses(200, BulkWriteResponse, "Stored", NOT_FOUND, CONFLICT),
+)
+def post_invoices(account_id: AccountId, body: BulkInvoicesRequest) -> Response[Any]:
+    s = services(router)
+    ids = [i.invoice_id for i in body.invoices]
+    if len(set(ids)) != len(ids):
+        raise ApiError(
+            422,
+            "validation_error",
+            "invoice ids repeat within the request",
+            [detail(["body", "invoices"], "duplicate invoice_id")],
+        )
+    invoices = [
+        _invoice(account_id, inv, ["body", "invoices", n, "invoice_id"])
+        for n, inv in enumerate(body.invoices)
+    ]
+    result = s.store.upsert_invoices(invoices, s.clock(), actor_of(router))
+    return ok(
+        BulkWriteResponse(
+            account_id=account_id,
+            created=result.created,
+            unchanged_or_updated=len(invoices) - result.created,
+            version=result.version,
+        ),
+        etag=result.version,
+    )
+
+
+@router.post(
+    "/accounts/<account_id>/payments",
+    summary="Record a payment (idempotent on its id)",
+    tags=TAGS,
+    middlewares=BILLING,
+    status_code=201,
+    responses=responses(201, PaymentResponse, "Recorded", NOT_FOUND, CONFLICT),
+)
+def post_payment(
+    account_id: AccountId,
+    body: PaymentRequest,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=128)] = None,
+) -> Response[Any]:
+    s = services(router)
+
+    def record() -> dict[str, Any]:
+        payment = Payment.model_validate(
+            {
+                "payment_id": body.payment_id,
+                "account_id": account_id,
+                "currency": body.currency,
+                "amount": Decimal(body.amount),
+                "received_at": body.received_at,
+                "invoice_ids": tuple(body.invoice_ids),
+                "plan_id": body.plan_id,
+            }
+        )
+        recorded = s.store.record_payment(payment, s.clock(), actor_of(router))
+        return shapes.payment(recorded).model_dump(mode="json")
+
+    stored = with_idempotency_key(s, idempotency_key, "payment", account_id, body, record)
+    return ok(PaymentResponse.model_validate(stored), 201)
+
+
+@router.post(
+    "/accounts/<account_id>/payments/<payment_id>/reversal",
+    summary="Reverse a payment (a bounced cheque): reopens what it paid",
+    tags=TAGS,
+    middlewares=BILLING,
+    responses=responses(200, PaymentResponse, "Reversed", NOT_FOUND, CONFLICT),
+)
+def post_reversal(
+    account_id: AccountId, payment_id: Annotated[Id, Path()], body: ReversalRequest
+) -> Response[Any]:
+    s = services(router)
+    reversed_ = s.store.reverse_payment(
+        account_id, payment_id, body.reason, s.clock(), actor_of(router)
+    )
+    return ok(shapes.payment(reversed_))
