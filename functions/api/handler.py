@@ -41,5 +41,5 @@ def build_services() -> Services:
 @tracer.capture_lambda_handler
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     resolver = app()
-    resolver.append_context(services=build_services())  # type: ignore[no-untyped-call]
+    resolver.append_context(services=build_services(), lambda_context=context)  # type: ignore[no-untyped-call]
     return resolver.resolve(event, context)

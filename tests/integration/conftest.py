@@ -110,3 +110,7 @@ def forever() -> int:
 os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "DunningTest")
 os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "dunning")
 _ = boto3  # clients are created lazily through dunning.aws
+
+
+# The API tests' fixtures (the local stack and a client).
+from tests.integration.api_helpers import api, stack  # noqa: E402, F401

@@ -29,11 +29,17 @@ from pydantic import (
 )
 
 from dunning.model import (
+    DEFAULT_SUSPENSION_PROFILES,
+    ActionSpec,
+    ActionType,
     Calendar,
+    ContactCap,
     ExclusionList,
+    Level,
     Policy,
     PolicyRule,
     SuspensionKind,
+    SuspensionProfile,
 )
 
 MAX_BULK_INVOICES = 49  # one transaction (dunning.store.dynamo.MAX_BULK_INVOICES)
@@ -442,11 +448,44 @@ class PreviewResponse(Contract):
 # ------------------------------------------------------------ configuration
 
 
+# Configuration documents read JSON leniently where JSON has no type (tuples
+# from arrays, decimals and dates from strings); the domain's validators apply.
+LENIENT = ConfigDict(frozen=True, strict=False, extra="forbid")
+
+
+class ActionSpecDocument(ActionSpec):
+    model_config = LENIENT
+
+
+class LevelDocument(Level):
+    model_config = LENIENT
+    actions: tuple[ActionSpecDocument, ...] = ()
+
+
+class ContactCapDocument(ContactCap):
+    model_config = LENIENT
+
+
+class SuspensionProfileDocument(SuspensionProfile):
+    model_config = LENIENT
+
+
 class PolicyDocument(Policy):
     """A policy as an admin writes it (amounts as strings or numbers)."""
 
-    model_config = ConfigDict(frozen=True, strict=False, extra="forbid")
+    model_config = LENIENT
     version: Annotated[int, Field(ge=1, description="Ignored on create: the server numbers")] = 1
+    levels: tuple[LevelDocument, ...]
+    reinstatement_actions: tuple[ActionSpecDocument, ...] = (
+        ActionSpecDocument(type=ActionType.RESTORE_SERVICE, target="provisioning"),
+    )
+    contact_caps: tuple[ContactCapDocument, ...] = ()
+    suspension_profiles: dict[SuspensionKind, SuspensionProfileDocument] = Field(  # type: ignore[assignment]
+        default_factory=lambda: {
+            k: SuspensionProfileDocument.model_validate(v.model_dump())
+            for k, v in DEFAULT_SUSPENSION_PROFILES.items()
+        }
+    )
 
 
 class PolicyVersionResponse(Contract):

@@ -29,6 +29,7 @@ def with_idempotency_key(
     account_id: str,
     body: BaseModel,
     create: Callable[[], dict[str, Any]],
+    lambda_context: Any = None,
 ) -> dict[str, Any]:
     """Run `create` once per (scope, account, key); later calls return its result."""
     if key is None or services.persistence is None:
@@ -39,6 +40,8 @@ def with_idempotency_key(
         raise_on_no_idempotency_key=True,
         expires_after_seconds=KEY_TTL_S,
     )
+    if lambda_context is not None:
+        config.register_lambda_context(lambda_context)
 
     def run(request: dict[str, Any]) -> dict[str, Any]:
         return create()

@@ -36,6 +36,7 @@ from dunning.model import (
     CaseStatus,
     Decision,
     EventKind,
+    Explanation,
     Invoice,
     InvoiceStatus,
     Payment,
@@ -323,11 +324,12 @@ class DynamoStore:
             due_at=item["due_at"]["S"] if "due_at" in item else None,
         )
 
-    def _event_put(self, event: AuditEvent) -> dict[str, Any]:
+    def _event_put(self, event: AuditEvent, seq: int = 0) -> dict[str, Any]:
+        """An audit event; `seq` orders the events of one decision (same instant)."""
         return self._put(
             {
                 PK: _s(f"ACCOUNT#{event.account_id}"),
-                SK: _s(f"EVENT#{iso(event.at)}#{event.event_id}"),
+                SK: _s(f"EVENT#{iso(event.at)}#{seq:03d}#{event.event_id}"),
                 "type": _s("event"),
                 "body": _s(EVENT.dump_json(event).decode()),
             }
@@ -734,7 +736,7 @@ class DynamoStore:
             old_cases = {c.case_id: c for c in stored.view.cases}
             items = [
                 self._account_put(new, due, now),
-                *[self._event_put(e) for e in mutation.events],
+                *[self._event_put(e, n) for n, e in enumerate(mutation.events)],
                 *[self._case_put(c) for c in mutation.view.cases if old_cases.get(c.case_id) != c],
                 *self._changed_children(stored.view, mutation.view),
                 *mutation.extra,
@@ -833,6 +835,7 @@ class DynamoStore:
                 PK: _s("CONFIG#selection"),
                 SK: _s("CONFIG"),
                 "type": _s("selection"),
+                "version": _n(1),
                 "body": _s(
                     json.dumps(
                         {
@@ -964,7 +967,7 @@ class DynamoStore:
         ]
         items += [self._invoice_update(inv) for inv in decision.invoices]
         items += [self._put(self.outbox_item(a, pending=True)) for a in decision.actions]
-        events = [self._event_put(e) for e in decision.events]
+        events = [self._event_put(e, n) for n, e in enumerate(explained(decision))]
         room = MAX_TRANSACTION_ITEMS - len(items)
         if room < 0:
             raise ValueError(f"decision for {account_id} needs {len(items)} writes (max 100)")
@@ -1437,6 +1440,34 @@ class DynamoStore:
             Case.model_validate_json(it["body"]["S"])
             for it in self.list_partition(account_id, "CASE#")
         ]
+
+
+def explanation_data(x: Explanation) -> dict[str, Any]:
+    return {
+        "policy_id": x.policy_id,
+        "policy_version": x.policy_version,
+        "selected_by": x.selected_by,
+        "balance": f"{x.balance:f}",
+        "currency": x.currency,
+        "days_overdue": x.days_overdue,
+        "threshold": f"{x.threshold:f}" if x.threshold is not None else None,
+        "level": x.level,
+        "target_level": x.target_level,
+        "reasons": [{"code": r.code, "message": r.message} for r in x.reasons],
+    }
+
+
+def explained(decision: Decision) -> list[AuditEvent]:
+    """The decision's audit events, the first of each case carrying the engine's
+    explanation for that case, so the timeline says why as well as what."""
+    by_case = {x.case_id: x for x in decision.explanations}
+    out = []
+    for event in decision.events:
+        x = by_case.pop(event.case_id, None)
+        if x is not None:
+            event = replace(event, data={**event.data, "explanation": explanation_data(x)})
+        out.append(event)
+    return out
 
 
 def _due_of(stored: StoredView) -> datetime | None:

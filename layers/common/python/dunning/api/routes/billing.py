@@ -180,7 +180,15 @@ def post_payment(
         recorded = s.store.record_payment(payment, s.clock(), actor_of(router))
         return shapes.payment(recorded).model_dump(mode="json")
 
-    stored = with_idempotency_key(s, idempotency_key, "payment", account_id, body, record)
+    stored = with_idempotency_key(
+        s,
+        idempotency_key,
+        "payment",
+        account_id,
+        body,
+        record,
+        router.context.get("lambda_context"),
+    )
     return ok(PaymentResponse.model_validate(stored), 201)
 
 

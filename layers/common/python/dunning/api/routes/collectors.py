@@ -112,7 +112,15 @@ def post_promise(
         )
         return {"version": version, "body": shapes.suspension(suspension).model_dump(mode="json")}
 
-    out = with_idempotency_key(s, idempotency_key, "promise", account_id, body, create)
+    out = with_idempotency_key(
+        s,
+        idempotency_key,
+        "promise",
+        account_id,
+        body,
+        create,
+        router.context.get("lambda_context"),
+    )
     return ok(SuspensionResponse.model_validate(out["body"]), 201, etag=out["version"])
 
 
@@ -152,7 +160,15 @@ def post_suspension(
         )
         return {"version": version, "body": shapes.suspension(suspension).model_dump(mode="json")}
 
-    out = with_idempotency_key(s, idempotency_key, "suspension", account_id, body, create)
+    out = with_idempotency_key(
+        s,
+        idempotency_key,
+        "suspension",
+        account_id,
+        body,
+        create,
+        router.context.get("lambda_context"),
+    )
     return ok(SuspensionResponse.model_validate(out["body"]), 201, etag=out["version"])
 
 
@@ -245,7 +261,9 @@ def post_plan(
         )
         return {"version": version, "body": shapes.plan(plan).model_dump(mode="json")}
 
-    out = with_idempotency_key(s, idempotency_key, "plan", account_id, body, create)
+    out = with_idempotency_key(
+        s, idempotency_key, "plan", account_id, body, create, router.context.get("lambda_context")
+    )
     return ok(PlanResponse.model_validate(out["body"]), 201, etag=out["version"])
 
 

@@ -1,0 +1,538 @@
+"""The public API through realistic API Gateway proxy events (with authorizer
+claims) against moto: success, validation failure, not found, conflict and
+forbidden for the routes, and the whole route x role matrix."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from local.cloud import LocalCloud
+from tests.integration.api_helpers import NOW, ROLES, Api, account_body, invoice_body
+
+# ------------------------------------------------------------ role matrix
+
+ADMIN = {"admin"}
+COLLECT = {"admin", "collector"}
+BILL = {"admin", "billing"}
+READ = {"admin", "collector", "billing", "viewer"}
+
+# (method, path, roles allowed, a body that passes validation where one is needed)
+ROUTES: list[tuple[str, str, set[str], Any]] = [
+    ("PUT", "/accounts/acc-1", BILL, account_body()),
+    ("PUT", "/accounts/acc-1/invoices/inv-9", BILL, invoice_body("inv-9", 3)),
+    ("POST", "/accounts/acc-1/invoices/bulk", BILL, {"invoices": [invoice_body("inv-8", 3)]}),
+    (
+        "POST",
+        "/accounts/acc-1/payments",
+        BILL,
+        {"payment_id": "p-9", "currency": "EUR", "amount": "1.00", "received_at": NOW.isoformat()},
+    ),
+    ("POST", "/accounts/acc-1/payments/p-none/reversal", BILL, {"reason": "bounced"}),
+    (
+        "POST",
+        "/accounts/acc-1/promises",
+        COLLECT,
+        {"promise_id": "pr-1", "case_id": "C-x", "amount": "1.00", "promised_date": "2026-11-10"},
+    ),
+    (
+        "POST",
+        "/accounts/acc-1/suspensions",
+        COLLECT,
+        {"suspension_id": "s-1", "case_id": "C-x", "kind": "dispute", "reason": "r"},
+    ),
+    ("POST", "/accounts/acc-1/suspensions/s-x/lift", COLLECT, {"reason": "r"}),
+    ("POST", "/accounts/acc-1/cases/C-x/stop", COLLECT, {"reason": "r"}),
+    ("POST", "/accounts/acc-1/cases/C-x/move", COLLECT, {"level": 2, "reason": "r"}),
+    (
+        "POST",
+        "/accounts/acc-1/plans",
+        COLLECT,
+        {
+            "plan_id": "pl-1",
+            "invoice_ids": ["inv-x"],
+            "installments": [{"due_date": "2026-12-01", "amount": "1.00"}],
+        },
+    ),
+    ("GET", "/approvals", COLLECT, None),
+    (
+        "POST",
+        "/accounts/acc-1/approvals/a-x/decision",
+        COLLECT,
+        {"decision": "approve", "reason": "r"},
+    ),
+    ("GET", "/tasks", COLLECT, None),
+    ("POST", "/accounts/acc-1/tasks/t-x/close", COLLECT, {"note": ""}),
+    ("GET", "/accounts/acc-1", READ, None),
+    ("GET", "/accounts/acc-1/timeline", READ, None),
+    ("GET", "/cases", READ, None),
+    ("GET", "/accounts/acc-1/preview", READ, None),
+    ("GET", "/config-audit", READ, None),
+    ("GET", "/policies", READ, None),
+    ("GET", "/policies/consumer", READ, None),
+    ("GET", "/policies/consumer/versions", READ, None),
+    (
+        "POST",
+        "/policies/p-new/versions",
+        ADMIN,
+        {
+            "policy_id": "p-new",
+            "name": "P",
+            "thresholds": {"EUR": "10"},
+            "levels": [{"name": "a", "days": 5}],
+        },
+    ),
+    ("POST", "/policies/consumer/activate", ADMIN, {"version": 1}),
+    ("POST", "/policies/p-none/deactivate", ADMIN, None),
+    ("DELETE", "/policies/p-none/versions/1", ADMIN, None),
+    ("PUT", "/calendars/cal-9", ADMIN, {"calendar_id": "cal-9"}),
+    ("GET", "/calendars/default", READ, None),
+    ("GET", "/calendars", READ, None),
+    ("GET", "/selection-rules", READ, None),
+    ("PUT", "/selection-rules", ADMIN, {"rules": [], "default_policy_id": "consumer"}),
+    ("PUT", "/exclusion-lists/vip", ADMIN, {"name": "VIP"}),
+    ("GET", "/exclusion-lists/vip", READ, None),
+    ("GET", "/exclusion-lists", READ, None),
+    ("PUT", "/templates/sms/en/hello", ADMIN, {"text": "Hello {{ customer_name }}"}),
+    ("GET", "/templates/email/en/reminder", READ, None),
+    ("POST", "/templates/email/en/reminder/preview", READ, {}),
+    ("POST", "/simulations", ADMIN, {"policy_id": "consumer", "days": 2}),
+    ("GET", "/reports/summary", READ, None),
+    ("GET", "/reports/cases.csv", READ, None),
+    ("GET", "/reports/actions.csv", READ, None),
+]
+
+
+@pytest.fixture
+def with_account(api: Api) -> Api:
+    api.ok("PUT", "/accounts/acc-1", "billing", account_body())
+    api.ok("PUT", "/accounts/acc-1/invoices/inv-1", "billing", invoice_body("inv-1", 12))
+    return api
+
+
+def test_every_route_refuses_every_role_it_does_not_allow(with_account: Api) -> None:
+    api = with_account
+    for method, path, allowed, body in ROUTES:
+        # Without credentials: 401 everywhere
+        assert api(method, path, None, body).status == 401, (method, path)
+        for role in ROLES:
+            response = api(method, path, role, body)
+            if role in allowed:
+                assert response.status not in (401, 403), (method, path, role, response.text)
+            else:
+                assert response.status == 403, (method, path, role, response.status)
+                assert response.json()["code"] == "forbidden"
+
+
+def test_a_refused_caller_learns_nothing_about_the_body(api: Api) -> None:
+    # A viewer sending garbage to a billing route gets 403, not a validation error
+    response = api("PUT", "/accounts/acc-1", "viewer", {"nonsense": True})
+    assert response.status == 403
+
+
+def test_machine_clients_get_their_role_from_a_scope(api: Api) -> None:
+    claims = {"client_id": "billing-system", "scope": "dunning/billing", "token_use": "access"}
+    response = api.client.call("PUT", "/v1/accounts/acc-1", json_body=account_body(), claims=claims)
+    assert response.status == 201
+    timeline = api.ok("GET", "/accounts/acc-1/timeline")
+    assert timeline["items"][0]["actor"] == "billing:billing-system"
+    viewer_scope = {"client_id": "bi", "scope": "dunning/viewer"}
+    assert (
+        api.client.call(
+            "PUT", "/v1/accounts/acc-1", json_body=account_body(), claims=viewer_scope
+        ).status
+        == 403
+    )
+
+
+# ---------------------------------------------------------------- billing
+
+
+def test_accounts_and_invoices_are_ingested_idempotently(api: Api) -> None:
+    first = api("PUT", "/accounts/acc-1", "billing", account_body())
+    assert (first.status, first.headers["ETag"]) == (201, '"1"')
+    again = api("PUT", "/accounts/acc-1", "billing", account_body())
+    assert again.status == 200 and again.json()["created"] is False
+    inv = invoice_body("inv-1", 12)
+    assert api("PUT", "/accounts/acc-1/invoices/inv-1", "billing", inv).status == 201
+    assert api("PUT", "/accounts/acc-1/invoices/inv-1", "billing", inv).status == 200
+    # Another body under the same id is a conflict that names the field
+    other = api("PUT", "/accounts/acc-1/invoices/inv-1", "billing", {**inv, "amount": "999.00"})
+    assert other.status == 409
+    assert other.json()["details"][0]["loc"] == ["body", "invoice_id"]
+    account = api.ok("GET", "/accounts/acc-1", "viewer")
+    assert account["summary"]["overdue_amount"] == "120.00"
+    assert account["summary"]["overdue_invoices"] == 1
+    assert account["next_evaluation_at"] is not None  # evaluation re-opened at once
+
+
+@pytest.mark.parametrize(
+    ("body", "loc"),
+    [
+        ({**invoice_body("inv-1", 3), "amount": 120.5}, ["body", "amount"]),
+        ({**invoice_body("inv-1", 3), "amount": "12.345"}, ["body"]),
+        ({**invoice_body("inv-1", 3), "due_date": 0}, ["body", "due_date"]),
+        ({**invoice_body("inv-1", 3), "due_date": "2026-13-01"}, ["body", "due_date"]),
+        ({**invoice_body("inv-1", 3), "currency": "eur"}, ["body", "currency"]),
+        ({**invoice_body("inv-1", 3), "extra": 1}, ["body", "extra"]),
+    ],
+)
+def test_bad_invoices_get_a_422_that_says_where(
+    api: Api, body: dict[str, Any], loc: list[Any]
+) -> None:
+    api.ok("PUT", "/accounts/acc-1", "billing", account_body())
+    response = api("PUT", "/accounts/acc-1/invoices/inv-1", "billing", body)
+    assert response.status == 422, response.text
+    error = response.json()
+    assert error["code"] == "validation_error"
+    assert any(d["loc"][: len(loc)] == loc for d in error["details"]), error
+    # ... and nothing was written
+    assert api.ok("GET", "/accounts/acc-1")["invoices"] == []
+
+
+def test_an_invoice_for_an_unknown_account_is_a_404(api: Api) -> None:
+    response = api("PUT", "/accounts/ghost/invoices/inv-1", "billing", invoice_body("inv-1", 3))
+    assert response.status == 404
+    assert response.json()["code"] == "not_found"
+
+
+def test_bulk_invoices_are_all_or_nothing(api: Api) -> None:
+    api.ok("PUT", "/accounts/acc-1", "billing", account_body())
+    api.ok("PUT", "/accounts/acc-1/invoices/inv-1", "billing", invoice_body("inv-1", 3))
+    bulk = [invoice_body(f"inv-{i}", 3) for i in range(2, 6)]
+    # One conflicting invoice fails the request and writes none of the others
+    clash = {**invoice_body("inv-1", 3), "amount": "5.00"}
+    response = api("POST", "/accounts/acc-1/invoices/bulk", "billing", {"invoices": [*bulk, clash]})
+    assert response.status == 409
+    assert response.json()["details"][0]["loc"] == ["body", "invoices", "4", "invoice_id"]
+    assert len(api.ok("GET", "/accounts/acc-1")["invoices"]) == 1
+    done = api.ok("POST", "/accounts/acc-1/invoices/bulk", "billing", {"invoices": bulk})
+    assert done["created"] == 4
+    assert len(api.ok("GET", "/accounts/acc-1")["invoices"]) == 5
+    # The documented limit is enforced by the schema
+    too_many = [invoice_body(f"x-{i}", 3) for i in range(50)]
+    assert (
+        api("POST", "/accounts/acc-1/invoices/bulk", "billing", {"invoices": too_many}).status
+        == 422
+    )
+
+
+def test_a_payment_is_idempotent_and_a_reversal_reopens_what_it_paid(api: Api) -> None:
+    api.ok("PUT", "/accounts/acc-1", "billing", account_body())
+    api.ok("PUT", "/accounts/acc-1/invoices/inv-1", "billing", invoice_body("inv-1", 12))
+    payment = {
+        "payment_id": "pay-1",
+        "currency": "EUR",
+        "amount": "120.00",
+        "received_at": NOW.isoformat(),
+    }
+    first = api.ok("POST", "/accounts/acc-1/payments", "billing", payment)
+    assert first["allocations"] == [{"invoice_id": "inv-1", "amount": "120.00"}]
+    assert api.ok("POST", "/accounts/acc-1/payments", "billing", payment) == first
+    assert api.ok("GET", "/accounts/acc-1")["summary"]["open_amount"] == "0"
+    # Another body under the same payment id is a conflict
+    assert (
+        api("POST", "/accounts/acc-1/payments", "billing", {**payment, "amount": "1.00"}).status
+        == 409
+    )
+    reversed_ = api.ok(
+        "POST", "/accounts/acc-1/payments/pay-1/reversal", "billing", {"reason": "cheque bounced"}
+    )
+    assert reversed_["reversal_reason"] == "cheque bounced"
+    assert api.ok("GET", "/accounts/acc-1")["summary"]["open_amount"] == "120.00"
+    assert (
+        api("POST", "/accounts/acc-1/payments/nope/reversal", "billing", {"reason": "x"}).status
+        == 404
+    )
+
+
+def test_an_idempotency_key_replays_the_first_answer_and_refuses_another_body(api: Api) -> None:
+    api.ok("PUT", "/accounts/acc-1", "billing", account_body())
+    payment = {
+        "payment_id": "pay-1",
+        "currency": "EUR",
+        "amount": "5.00",
+        "received_at": NOW.isoformat(),
+    }
+    key = {"Idempotency-Key": "9f1c-22"}
+    first = api("POST", "/accounts/acc-1/payments", "billing", payment, headers=key)
+    again = api("POST", "/accounts/acc-1/payments", "billing", payment, headers=key)
+    assert first.status == again.status == 201
+    assert first.json() == again.json()
+    other = api(
+        "POST",
+        "/accounts/acc-1/payments",
+        "billing",
+        {**payment, "payment_id": "pay-2"},
+        headers=key,
+    )
+    assert other.status == 422
+    assert other.json()["code"] == "idempotency_key_reused"
+
+
+# ------------------------------------------------------------ collectors
+
+
+def _dunned(api: Api, stack: LocalCloud, days: int = 12) -> str:
+    """An account with a case at the reminder level; returns the case id."""
+    api.ok("PUT", "/accounts/acc-1", "billing", account_body())
+    api.ok("PUT", "/accounts/acc-1/invoices/inv-1", "billing", invoice_body("inv-1", days))
+    stack.evaluate(NOW)
+    [case] = api.ok("GET", "/accounts/acc-1")["cases"]
+    return str(case["case_id"])
+
+
+def test_a_promise_pauses_the_case_and_a_stale_etag_is_refused(api: Api, stack: LocalCloud) -> None:
+    case_id = _dunned(api, stack)
+    etag = api("GET", "/accounts/acc-1").headers["ETag"]
+    body = {
+        "promise_id": "pr-1",
+        "case_id": case_id,
+        "amount": "120.00",
+        "promised_date": "2026-11-10",
+    }
+    stale = api("POST", "/accounts/acc-1/promises", "collector", body, headers={"If-Match": '"1"'})
+    assert stale.status == 412
+    made = api("POST", "/accounts/acc-1/promises", "collector", body, headers={"If-Match": etag})
+    assert made.status == 201, made.text
+    assert made.json()["kind"] == "promise_to_pay"
+    assert api.ok("GET", "/accounts/acc-1")["cases"][0]["status"] == "suspended"
+    # A second promise on a suspended case is a conflict; a date too far a 422
+    again = api("POST", "/accounts/acc-1/promises", "collector", {**body, "promise_id": "pr-2"})
+    assert again.status == 409
+    far = {**body, "promise_id": "pr-3", "promised_date": str((NOW + timedelta(days=400)).date())}
+    assert api("POST", "/accounts/acc-1/promises", "collector", far).status in (409, 422)
+    assert api("POST", "/accounts/ghost/promises", "collector", body).status == 404
+
+
+def test_suspend_lift_and_stop(api: Api, stack: LocalCloud) -> None:
+    case_id = _dunned(api, stack)
+    body = {"suspension_id": "s-1", "case_id": case_id, "kind": "fraud_review", "reason": "card"}
+    made = api.ok("POST", "/accounts/acc-1/suspensions", "collector", body)
+    assert made["ends_at"] > made["starts_at"]
+    too_long = {**body, "suspension_id": "s-2", "days": 700}
+    assert api("POST", "/accounts/acc-1/suspensions", "collector", too_long).status in (409, 422)
+    lifted = api.ok("POST", "/accounts/acc-1/suspensions/s-1/lift", "collector", {"reason": "ok"})
+    assert lifted["status"] == "lifted"
+    assert (
+        api("POST", "/accounts/acc-1/suspensions/s-1/lift", "collector", {"reason": "ok"}).status
+        == 404
+    )
+    stopped = api.ok(
+        "POST", f"/accounts/acc-1/cases/{case_id}/stop", "collector", {"reason": "deceased"}
+    )
+    assert stopped["status"] == "stopped"
+    assert (
+        api("POST", f"/accounts/acc-1/cases/{case_id}/stop", "collector", {"reason": "x"}).status
+        == 409
+    )
+    kinds = [e["kind"] for e in api.ok("GET", "/accounts/acc-1/timeline")["items"]]
+    assert {"case_suspended", "suspension_lifted", "case_stopped"} <= set(kinds)
+
+
+def test_a_payment_plan_takes_invoices_out_of_dunning(api: Api, stack: LocalCloud) -> None:
+    _dunned(api, stack)
+    body = {
+        "plan_id": "pl-1",
+        "invoice_ids": ["inv-1"],
+        "installments": [
+            {"due_date": "2026-11-15", "amount": "60.00"},
+            {"due_date": "2026-12-15", "amount": "60.00"},
+        ],
+    }
+    wrong_total = {**body, "installments": body["installments"][:1]}
+    response = api("POST", "/accounts/acc-1/plans", "collector", wrong_total)
+    assert response.status == 422
+    assert response.json()["details"][0]["loc"] == ["body", "installments"]
+    plan = api.ok("POST", "/accounts/acc-1/plans", "collector", body)
+    assert plan["status"] == "active"
+    account = api.ok("GET", "/accounts/acc-1")
+    assert account["invoices"][0]["status"] == "in_payment_plan"
+    assert api("POST", "/accounts/acc-1/plans", "collector", body).status == 422  # plan exists
+    # An installment payment is recorded against the plan
+    api.ok(
+        "POST",
+        "/accounts/acc-1/payments",
+        "billing",
+        {
+            "payment_id": "inst-1",
+            "currency": "EUR",
+            "amount": "60.00",
+            "received_at": NOW.isoformat(),
+            "plan_id": "pl-1",
+        },
+    )
+    assert api.ok("GET", "/accounts/acc-1")["plans"][0]["status"] == "active"
+
+
+def test_cases_list_by_status_and_level_with_cursors(api: Api, stack: LocalCloud) -> None:
+    for i in range(5):
+        api.ok("PUT", f"/accounts/a-{i}", "billing", account_body())
+        api.ok("PUT", f"/accounts/a-{i}/invoices/i-{i}", "billing", invoice_body(f"i-{i}", 12))
+    stack.evaluate(NOW)
+    first = api.ok("GET", "/cases", "viewer", query={"status": "active", "limit": "2"})
+    assert len(first["items"]) == 2 and first["next_cursor"]
+    seen = [c["case_id"] for c in first["items"]]
+    cursor = first["next_cursor"]
+    while cursor:
+        page = api.ok(
+            "GET", "/cases", "viewer", query={"status": "active", "limit": "2", "cursor": cursor}
+        )
+        seen += [c["case_id"] for c in page["items"]]
+        cursor = page["next_cursor"]
+    assert sorted(seen) == sorted(f"C-i-{i}" for i in range(5))
+    level = first["items"][0]["level"]  # the reminder level (the pre-due one comes first)
+    at_level = api.ok("GET", "/cases", query={"status": "active", "level": str(level)})["items"]
+    assert len(at_level) == 5
+    assert (
+        api.ok("GET", "/cases", query={"status": "active", "level": str(level + 1)})["items"] == []
+    )
+    bad = api("GET", "/cases", "viewer", query={"cursor": "not-a-cursor"})
+    assert bad.status == 400 and bad.json()["details"][0]["loc"] == ["query", "cursor"]
+
+
+def test_the_preview_explains_and_writes_nothing(api: Api, stack: LocalCloud) -> None:
+    api.ok("PUT", "/accounts/acc-1", "billing", account_body())
+    api.ok("PUT", "/accounts/acc-1/invoices/inv-1", "billing", invoice_body("inv-1", 12))
+    before = api.ok("GET", "/accounts/acc-1")
+    preview = api.ok("GET", "/accounts/acc-1/preview", "viewer", query={"at": NOW.isoformat()})
+    assert preview["policy_id"] == "consumer"
+    assert [a["type"] for a in preview["actions"]] == ["email"]
+    reasons = {r["code"] for x in preview["explanations"] for r in x["reasons"]}
+    assert "level_entered" in reasons
+    assert api.ok("GET", "/accounts/acc-1") == before
+    assert api("GET", "/accounts/acc-1/preview", query={"at": "yesterday"}).status == 422
+
+
+# --------------------------------------------------------- configuration
+
+
+def test_policy_versions_drafts_activation_and_the_audit(api: Api) -> None:
+    doc = {
+        "policy_id": "gentle",
+        "name": "Gentle",
+        "thresholds": {"EUR": "20.00"},
+        "levels": [
+            {"name": "nudge", "days": 7, "actions": [{"type": "email", "template": "reminder"}]}
+        ],
+    }
+    v1 = api("POST", "/policies/gentle/versions", "admin", doc)
+    assert v1.status == 201 and v1.json()["version"] == 1 and v1.json()["draft"]
+    v2 = api.ok("POST", "/policies/gentle/versions", "admin", {**doc, "name": "Gentle 2"})
+    assert v2["version"] == 2
+    assert api("GET", "/policies/gentle").status == 404  # no current version yet
+    assert api.ok("POST", "/policies/gentle/activate", "admin", {"version": 1})["current"]
+    current = api("GET", "/policies/gentle")
+    assert current.json()["version"] == 1 and current.headers["ETag"] == '"1"'
+    # Activating with a stale If-Match is refused
+    stale = api(
+        "POST", "/policies/gentle/activate", "admin", {"version": 2}, headers={"If-Match": '"7"'}
+    )
+    assert stale.status == 412
+    # An activated version is history; a draft may go
+    assert api("DELETE", "/policies/gentle/versions/1", "admin").status == 409
+    assert api("DELETE", "/policies/gentle/versions/2", "admin").status == 204
+    assert api("DELETE", "/policies/gentle/versions/2", "admin").status == 404
+    # A policy the engine would reject: 422 naming the field
+    bad = api("POST", "/policies/gentle/versions", "admin", {**doc, "thresholds": {}})
+    assert bad.status == 422
+    mismatch = api("POST", "/policies/other/versions", "admin", doc)
+    assert mismatch.status == 422 and mismatch.json()["details"][0]["loc"] == ["body", "policy_id"]
+    listed = {p["policy_id"]: p for p in api.ok("GET", "/policies", "viewer")["items"]}
+    assert listed["gentle"]["current_version"] == 1
+    # The configuration audit tells who changed what, from what to what
+    audit = api.ok("GET", "/config-audit", "viewer")["items"]
+    actions = [(c["resource"], c["resource_id"], c["action"]) for c in audit]
+    assert ("policy", "gentle", "activated") in actions
+    assert ("policy", "gentle", "deleted") in actions
+    assert all(c["actor"] == "admin:local-user" for c in audit)
+
+
+def test_deactivating_a_policy_the_rules_name_is_refused(api: Api) -> None:
+    assert api("POST", "/policies/consumer/deactivate", "admin").status == 409
+    api.ok("PUT", "/selection-rules", "admin", {"rules": [], "default_policy_id": "business"})
+    assert api("POST", "/policies/consumer/deactivate", "admin").status == 204
+    unknown = api(
+        "PUT", "/selection-rules", "admin", {"rules": [], "default_policy_id": "consumer"}
+    )
+    assert unknown.status == 422
+
+
+def test_calendars_are_versioned(api: Api) -> None:
+    body = {
+        "calendar_id": "fr",
+        "name": "France",
+        "exclusion_dates": ["2026-12-25"],
+        "send_from": "09:00:00",
+        "send_until": "19:00:00",
+    }
+    first = api("PUT", "/calendars/fr", "admin", body)
+    assert first.status == 200 and first.headers["ETag"] == '"1"'
+    second = api(
+        "PUT", "/calendars/fr", "admin", {**body, "name": "France 2"}, headers={"If-Match": '"1"'}
+    )
+    assert second.status == 200 and second.headers["ETag"] == '"2"'
+    assert api("PUT", "/calendars/fr", "admin", body, headers={"If-Match": '"1"'}).status == 412
+    bad = api("PUT", "/calendars/fr", "admin", {**body, "send_from": "20:00:00"})
+    assert bad.status == 422
+    assert api.ok("GET", "/calendars/fr")["calendar"]["name"] == "France 2"
+    assert api("GET", "/calendars/none").status == 404
+
+
+def test_an_exclusion_list_keeps_dunning_off_its_accounts(api: Api, stack: LocalCloud) -> None:
+    api.ok("PUT", "/accounts/acc-1", "billing", account_body())
+    api.ok("PUT", "/accounts/acc-1/invoices/inv-1", "billing", invoice_body("inv-1", 12))
+    listed = api.ok(
+        "PUT", "/exclusion-lists/vip", "admin", {"name": "VIP", "account_ids": ["acc-1"]}
+    )
+    assert listed["accounts_updated"] == 1
+    assert api.ok("GET", "/accounts/acc-1")["excluded_by"] == ["vip"]
+    stack.evaluate(NOW)
+    assert api.ok("GET", "/accounts/acc-1")["cases"] == []
+    api.ok("PUT", "/exclusion-lists/vip", "admin", {"name": "VIP", "account_ids": []})
+    assert api.ok("GET", "/accounts/acc-1")["excluded_by"] == []
+    bad = api("PUT", "/exclusion-lists/vip", "admin", {"name": "VIP", "invoices": ["no-slash"]})
+    assert bad.status == 422
+
+
+def test_templates_upload_preview_and_refuse_what_does_not_render(api: Api) -> None:
+    good = {"text": "Bonjour {{ customer_name }}, {{ total }} restent dus."}
+    assert api("PUT", "/templates/sms/fr/nudge", "admin", good).status == 200
+    assert api.ok("GET", "/templates/sms/fr/nudge")["parts"]["text"] == good["text"]
+    preview = api.ok("POST", "/templates/sms/fr/nudge/preview", "viewer", {"amount": "99.50"})
+    assert "99,50" in preview["text"] and preview["sms_segments"] == 1
+    broken = api("PUT", "/templates/sms/fr/nudge", "admin", {"text": "{{ nope }}"})
+    assert broken.status == 422 and broken.json()["code"] == "template_error"
+    unsafe = api("PUT", "/templates/sms/fr/nudge", "admin", {"text": "{{ ''.__class__ }}"})
+    assert unsafe.status == 422
+    no_subject = api("PUT", "/templates/email/fr/nudge", "admin", {"text": "x"})
+    assert no_subject.status == 422
+    email = api.ok("POST", "/templates/email/de/reminder/preview", "viewer", {"amount": "1234.50"})
+    assert "1.234,50" in email["text"] and email["subject"]
+    assert api("GET", "/templates/email/en/none").status == 404
+
+
+def test_errors_share_one_shape_and_no_client_mistake_is_a_5xx(api: Api) -> None:
+    cases = [
+        api("PUT", "/accounts/acc-1", "billing", body=None),
+        api.client.call("PUT", "/v1/accounts/acc-1", role="billing", body="{not json"),
+        api("GET", "/nowhere", "viewer"),
+        api("GET", "/accounts/%00", "viewer"),
+        api("GET", "/cases", "viewer", query={"limit": "0"}),
+        api("GET", "/cases", "viewer", query={"status": "lost"}),
+        api("PUT", "/accounts/acc-1", "billing", {"currency": "EUR", "timezone": "Mars/Base"}),
+        api.client.call(
+            "PUT",
+            "/v1/accounts/acc-1",
+            role="billing",
+            body=json.dumps(account_body(name="x" * 5000)),
+        ),
+        api.client.call("PUT", "/v1/accounts/acc-1", role="billing", body="x" * 1_100_000),
+    ]
+    for response in cases:
+        assert 400 <= response.status < 500, (response.status, response.text)
+        body = response.json()
+        assert set(body) == {"code", "message", "details"}
