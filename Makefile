@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: install lint format typecheck unit test bench clean
+.PHONY: install lint format typecheck unit test bench clean layer synth deploy
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -25,7 +25,7 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy layers/common/python/dunning functions
+	$(BIN)/mypy layers/common/python/dunning functions infra
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit
@@ -34,9 +34,36 @@ unit: $(STAMP)
 test: lint typecheck
 	$(BIN)/pytest -n 2
 
+# The Lambda layer: the shared package plus the runtime dependencies of
+# pyproject.toml as arm64 wheels, built without Docker (infra/build_layer.py).
+LAYER_DIR     := build/layer
+LAYER_STAMP   := $(LAYER_DIR)/.built
+LAYER_SOURCES := pyproject.toml infra/build_layer.py \
+	$(shell find layers/common/python/dunning -type f -not -name '*.pyc' -not -path '*/__pycache__/*')
+# The CDK CLI comes from package.json (aws-cdk@^2); pass options with CDK_ARGS,
+# e.g. make deploy CDK_ARGS="-c stage=prod -c alarm_email=ops@example.com".
+CDK      := npx --no-install cdk
+CDK_ARGS ?=
+
+$(LAYER_STAMP): $(STAMP) $(LAYER_SOURCES)
+	$(BIN)/python -m infra.build_layer --target $(LAYER_DIR)
+	@touch $@
+
+layer: $(LAYER_STAMP)
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $@
+
+synth: $(STAMP) $(LAYER_STAMP) node_modules/.installed
+	$(CDK) synth --quiet $(CDK_ARGS)
+
+deploy: $(STAMP) $(LAYER_STAMP) node_modules/.installed
+	$(CDK) deploy --require-approval broadening $(CDK_ARGS)
+
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.engine
 	$(BIN)/python -m benchmarks.pipeline
 
 clean:
-	rm -rf $(VENV) cdk.out build .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) cdk.out build node_modules .mypy_cache .ruff_cache .hypothesis

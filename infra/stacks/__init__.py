@@ -1,0 +1,1 @@
+"""Stacks: composition only, no resources of their own."""
