@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: install lint format typecheck unit test bench clean layer synth deploy
+.PHONY: install lint format typecheck unit test bench clean layer synth deploy demo serve
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -61,9 +61,18 @@ synth: $(STAMP) $(LAYER_STAMP) node_modules/.installed
 deploy: $(STAMP) $(LAYER_STAMP) node_modules/.installed
 	$(CDK) deploy --require-approval broadening $(CDK_ARGS)
 
+# The README's first command: months of dunning on an in-process AWS (moto).
+demo: $(STAMP)
+	$(BIN)/dunning demo
+
+# The API on 127.0.0.1:8080 over the same emulation (Swagger UI at /v1/docs).
+serve: $(STAMP)
+	$(BIN)/dunning serve
+
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.engine
 	$(BIN)/python -m benchmarks.pipeline
+	$(BIN)/python -m benchmarks.actions
 
 clean:
 	rm -rf $(VENV) cdk.out build node_modules .mypy_cache .ruff_cache .hypothesis

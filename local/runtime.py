@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from dunning import settings
@@ -64,6 +66,18 @@ class LocalContext:
         return max(0, self.timeout_ms - int((time.monotonic() - self._started) * 1000))
 
 
+# The function folders (`functions/<x>/`) are Lambda assets, not an installed
+# package: like Lambda, which puts an asset on the path, the local runtime puts
+# the checkout that holds them on the path.
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+def _import(module: str) -> Any:
+    if str(REPOSITORY) not in sys.path:
+        sys.path.insert(0, str(REPOSITORY))
+    return importlib.import_module(module)
+
+
 def _clear_settings() -> None:
     for name in dir(settings):
         factory = getattr(settings, name)
@@ -83,12 +97,12 @@ class LocalFunction:
 
     def _callable(self) -> Callable[[dict[str, Any], Any], Any]:
         module, attr = self.handler.split(":")
-        fn: Callable[[dict[str, Any], Any], Any] = getattr(importlib.import_module(module), attr)
+        fn: Callable[[dict[str, Any], Any], Any] = getattr(_import(module), attr)
         return fn
 
     def cold_start(self) -> None:
         """A new execution environment: forget what the module built on first use."""
-        module = importlib.import_module(self.handler.split(":")[0])
+        module = _import(self.handler.split(":")[0])
         for name in dir(module):
             built = getattr(module, name)
             if name.startswith("build_") and hasattr(built, "cache_clear"):

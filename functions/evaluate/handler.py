@@ -27,7 +27,7 @@ from dunning.model import Channel
 from dunning.observability import count, logger, metrics, tracer
 from dunning.queues import SqsActionQueue
 from dunning.settings import evaluate_settings
-from dunning.store import DynamoStore
+from dunning.store import DynamoStore, PolicyBook
 
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
@@ -72,11 +72,11 @@ def dispatch(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return {"as_of": as_of.isoformat(), "shard_tasks": sent}
 
 
-def _record_handler(record: SQSRecord, context: LambdaContext) -> None:
+def _record_handler(record: SQSRecord, context: LambdaContext, book: PolicyBook) -> None:
     task = ShardTask.model_validate_json(record.body)
     logger.append_keys(run_id=task.run_id, shard=task.shard, part=task.part)
     evaluator = build_evaluator()
-    result = evaluator.run_shard(task, context.get_remaining_time_in_millis, flush=False)
+    result = evaluator.run_shard(task, context.get_remaining_time_in_millis, book, flush=False)
     if result.continuation is not None:
         evaluator.queue.send_tasks([result.continuation])
         metrics.add_metric(name="Continuations", unit=MetricUnit.Count, value=1)
@@ -107,10 +107,11 @@ def _record_handler(record: SQSRecord, context: LambdaContext) -> None:
 def worker(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     evaluator = build_evaluator()
     tail = ShardResult()  # what the final flush of the shared batches queues
+    book = evaluator.store.load_policy_book()  # once for all the batch's shard tasks
     try:
         return process_partial_response(
             event=event,
-            record_handler=lambda record: _record_handler(record, context),
+            record_handler=lambda record: _record_handler(record, context, book),
             processor=processor,
             context=context,
         )

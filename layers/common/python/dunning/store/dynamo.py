@@ -392,7 +392,14 @@ class DynamoStore:
             )
             try:
                 self._transact(
-                    [self._account_put(new, now, now), self._event_put(event)], "upsert account"
+                    [
+                        # An account with nothing to dun has nothing to evaluate.
+                        self._account_put(
+                            new, now if new.view.invoices or new.view.cases else None, now
+                        ),
+                        self._event_put(event),
+                    ],
+                    "upsert account",
                 )
             except ConflictError:
                 continue
@@ -462,7 +469,9 @@ class DynamoStore:
                 return BulkWriteResult(results, 0, stored.version)
             added = tuple(inv.model_copy(update={"version": 1}) for inv, _ in fresh)
             view = stored.view.model_copy(update={"invoices": (*stored.view.invoices, *added)})
-            items = [self._account_put(StoredView(view, stored.version, stored.policy_id), now, now)]
+            items = [
+                self._account_put(StoredView(view, stored.version, stored.policy_id), now, now)
+            ]
             for inv, digest in zip(added, (d for _, d in fresh), strict=True):
                 items.append(
                     self._put(
