@@ -7,6 +7,8 @@ gets in AWS (roles from `Authorization: Bearer local:<role>[:<user>]` or the
 
 - `POST /local/schedule` `{"at": "<instant>"}`: fire the schedule at that
   instant (the functions' clock moves there), then run the channel functions;
+- `POST /local/clock` `{"at": "<instant>"}`: set the functions' clock (what
+  API writes are stamped with); `{"at": null}` goes back to the wall clock;
 - `POST /local/deliver`: run the channel functions on what their queues hold;
 - `GET /local/delivered`: the emails, SMS and webhooks sent so far;
 - `POST /local/save`: write the state file now (also written on exit).
@@ -99,6 +101,16 @@ class LocalServer:
                     "delivered": {q: r.received for q, r in delivered.items()},
                 },
             )
+        if (method, path) == ("POST", "/local/clock"):
+            raw = body.get("at")
+            if raw is None:
+                self.now = None
+                return _json(200, {"clock": "wall"})
+            at = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
+            if at.tzinfo is None:
+                return _json(400, {"code": "bad_request", "message": "the instant needs a zone"})
+            self.now = at
+            return _json(200, {"clock": at.isoformat()})
         if (method, path) == ("POST", "/local/deliver"):
             delivered = self.stack.deliver()
             return _json(200, {"delivered": {q: r.received for q, r in delivered.items()}})

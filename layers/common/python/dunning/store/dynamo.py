@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, TypeAdapter
 
+from dunning.calendars import next_send_time, zone
 from dunning.ids import stable_id
 from dunning.ledger import apply_payment, reverse_payment
 from dunning.model import (
@@ -1214,10 +1215,14 @@ class DynamoStore:
         reason: str,
         on_rejected: str,
         now: datetime,
+        calendar: Calendar | None = None,
     ) -> Approval:
         """Approve (the held actions go to the outbox, sent by the next run) or
         reject (recorded with the reason; the case skips the held actions or
-        stops, as the policy says). Conditional on the approval being pending."""
+        stops, as the policy says). Conditional on the approval being pending.
+
+        Released actions wait for the calendar again: a collector approving on
+        a Saturday night does not make the agency's letter go out then."""
         for _attempt in range(5):
             approval, version = self.get_approval(account_id, approval_id)
             if approval.status is not ApprovalStatus.PENDING:
@@ -1231,8 +1236,10 @@ class DynamoStore:
             update: dict[str, Any] = {"status": CaseStatus.ACTIVE, "approval_id": None}
             outbox: list[dict[str, Any]] = []
             if approve:
+                tz = zone(stored.view.account.timezone)
                 for action in approval.actions:
-                    released = replace(action, not_before=max(action.not_before, now))
+                    earliest = max(action.not_before, now)
+                    released = replace(action, not_before=next_send_time(calendar, tz, earliest))
                     outbox.append(self._put(self.outbox_item(released, pending=True)))
                     if action.type is ActionType.SUSPEND_SERVICE:
                         update["service_suspended_by"] = action.level
@@ -1473,9 +1480,8 @@ def explained(decision: Decision) -> list[AuditEvent]:
     out = []
     for event in decision.events:
         x = by_case.pop(event.case_id, None)
-        if x is not None:
-            event = replace(event, data={**event.data, "explanation": explanation_data(x)})
-        out.append(event)
+        data = event.data if x is None else {**event.data, "explanation": explanation_data(x)}
+        out.append(event if x is None else replace(event, data=data))
     return out
 
 

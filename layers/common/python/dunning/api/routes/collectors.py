@@ -305,6 +305,7 @@ def post_decision(
     s = services(router)
     approval, _ = s.store.get_approval(account_id, approval_id)
     policy = policy_for(s, s.store.get_view(account_id).view, approval.case_id)
+    calendars = s.store.load_policy_book().calendars
     decided = s.store.decide_approval(
         account_id,
         approval_id,
@@ -313,6 +314,7 @@ def post_decision(
         reason=body.reason,
         on_rejected=policy.on_approval_rejected,
         now=s.clock(),
+        calendar=calendars.get(policy.calendar_id) if policy.calendar_id else None,
     )
     return ok(shapes.approval(decided))
 
