@@ -69,10 +69,9 @@ demo: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/dunning serve
 
+# Every benchmark (engine, pipeline, actions), then one table of their figures.
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks.engine
-	$(BIN)/python -m benchmarks.pipeline
-	$(BIN)/python -m benchmarks.actions
+	$(BIN)/python -m benchmarks
 
 clean:
 	rm -rf $(VENV) cdk.out build node_modules .mypy_cache .ruff_cache .hypothesis

@@ -20,14 +20,16 @@ import os
 import sys
 import urllib.error
 import urllib.request
+import warnings
 from datetime import datetime
 from pathlib import Path
 
 # What a deployed function's environment says before its code loads: the
 # demo's terminal shows the story, not every info line and metric.
 os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+warnings.filterwarnings("ignore", message="No application metrics to publish")
 
-from local.demo import DemoConfig, run_demo
+from local.demo import DemoConfig, run_demo  # noqa: E402 (after the environment)
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 

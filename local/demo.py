@@ -110,7 +110,7 @@ class Customer:
 
 @dataclass
 class DemoConfig:
-    accounts: int = 400
+    accounts: int = 300
     days: int = 120
     seed: int = 7
     out: Path | None = Path("report")
@@ -414,9 +414,10 @@ class World:
             if not cursor:
                 break
         if self.fraud is None and day >= self.cfg.start.date() + timedelta(days=30):
-            for case in self.call("GET", "/cases", "collector", query={"limit": "5"}).json()[
-                "items"
-            ]:
+            candidates = self.call("GET", "/cases", "collector", query={"limit": "5"}).json()
+            for case in candidates["items"]:
+                if case["account_id"] == self.bounced:
+                    continue  # one story per customer
                 response = self.call(
                     "POST",
                     f"/accounts/{case['account_id']}/suspensions",
@@ -520,7 +521,7 @@ def run_demo(cfg: DemoConfig, on_day: Callable[[int, datetime], None] | None = N
         os.environ.setdefault(key, value)
     os.environ.pop("AWS_ENDPOINT_URL", None)
     started = time.monotonic()
-    now = cfg.start
+    now = cfg.start - timedelta(hours=1)  # the portfolio exists before the first run
     clock.use(lambda: now)
     aws.reset_clients()
     try:
@@ -548,7 +549,9 @@ def run_demo(cfg: DemoConfig, on_day: Callable[[int, datetime], None] | None = N
             for d in range(cfg.days):
                 day = (cfg.start + timedelta(days=d)).date()
                 for hour in RUN_HOURS:
-                    now = cfg.start + timedelta(days=d, hours=hour)
+                    run_at = cfg.start + timedelta(days=d, hours=hour)
+                    # The outside world acts in the minutes before the run.
+                    now = run_at - timedelta(minutes=10)
                     with timer("billing"):
                         if hour == RUN_HOURS[0]:
                             world.bill(day)
@@ -560,6 +563,7 @@ def run_demo(cfg: DemoConfig, on_day: Callable[[int, datetime], None] | None = N
                     with timer("collectors"):
                         if hour == 16:
                             world.collect(day, now)
+                    now = run_at
                     with timer("evaluate"):
                         stack.evaluate(now)
                     with timer("deliver"):

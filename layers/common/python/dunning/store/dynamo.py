@@ -1231,8 +1231,11 @@ class DynamoStore:
                 )
             stored = self.get_view(account_id)
             case = next((c for c in stored.view.cases if c.case_id == approval.case_id), None)
-            if case is None or case.status is not CaseStatus.AWAITING_APPROVAL:
-                raise ConflictError(f"case {approval.case_id} is not awaiting approval")
+            # A level's approval holds its case; a pre-due reminder's or a
+            # reinstatement's holds no case, and deciding it changes none.
+            holds_case = case is not None and case.status is CaseStatus.AWAITING_APPROVAL
+            if holds_case and case is not None and case.approval_id not in (approval_id, None):
+                raise ConflictError(f"case {approval.case_id} awaits another approval")
             update: dict[str, Any] = {"status": CaseStatus.ACTIVE, "approval_id": None}
             outbox: list[dict[str, Any]] = []
             if approve:
@@ -1243,19 +1246,22 @@ class DynamoStore:
                     outbox.append(self._put(self.outbox_item(released, pending=True)))
                     if action.type is ActionType.SUSPEND_SERVICE:
                         update["service_suspended_by"] = action.level
-            elif on_rejected == "stop_case":
+            elif on_rejected == "stop_case" and holds_case:
                 update = {
                     "status": CaseStatus.STOPPED,
                     "approval_id": None,
                     "closed_at": now,
                     "stop_reason": f"approval rejected: {reason}",
                 }
-            new_case = case.model_copy(update=update)
-            view = stored.view.model_copy(
-                update={"cases": tuple(new_case if c is case else c for c in stored.view.cases)}
-            )
+            new_case = case.model_copy(update=update) if holds_case and case else None
+            view = stored.view
+            if new_case is not None:
+                view = view.model_copy(
+                    update={"cases": tuple(new_case if c is case else c for c in view.cases)}
+                )
             status = ApprovalStatus.APPROVED if approve else ApprovalStatus.REJECTED
             decided = replace(approval, status=status)
+            shown = new_case or case
             event = AuditEvent(
                 event_id=stable_id(account_id, "approval", approval_id, status.value),
                 account_id=account_id,
@@ -1267,7 +1273,7 @@ class DynamoStore:
                     "decision": status.value,
                     "reason": reason,
                     "actions": [a.type.value for a in approval.actions],
-                    "case_status": new_case.status.value,
+                    "case_status": shown.status.value if shown is not None else None,
                 },
                 actor=actor,
             )
@@ -1287,7 +1293,7 @@ class DynamoStore:
             items = [
                 self._account_put(StoredView(view, stored.version, stored.policy_id), now, now),
                 approval_put,
-                self._case_put(new_case),
+                *([self._case_put(new_case)] if new_case is not None else []),
                 self._event_put(event),
                 *outbox,
             ]
