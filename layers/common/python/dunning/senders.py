@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
@@ -108,6 +108,31 @@ class PolicyLocales:
         return self._cache[key]
 
 
+R = TypeVar("R")
+
+
+def _rendered(
+    render: Callable[..., R],
+    action: Action,
+    view: AccountView,
+    templates: Templates,
+    default_locale: Callable[[Action], str],
+    clock: Callable[[], datetime],
+) -> R:
+    """A message rendered for the account; a template that fails is permanent."""
+    try:
+        return render(
+            action,
+            view.account,
+            view.invoices,
+            as_of=clock(),
+            templates=templates,
+            default_locale=default_locale(action),
+        )
+    except (TemplateNotFoundError, TemplateError, ValueError) as err:
+        raise PermanentSendError(f"template_error: {err}") from None
+
+
 @dataclass
 class SesEmailSender:
     """One email per action through SES (v1 `SendEmail`): subject, text and HTML."""
@@ -123,17 +148,9 @@ class SesEmailSender:
         account = view.account
         if not account.email:
             raise PermanentSendError("no_email_address")
-        try:
-            mail = render_email(
-                action,
-                account,
-                view.invoices,
-                as_of=self.clock(),
-                templates=self.templates,
-                default_locale=self.default_locale(action),
-            )
-        except (TemplateNotFoundError, TemplateError, ValueError) as err:
-            raise PermanentSendError(f"template_error: {err}") from None
+        mail = _rendered(
+            render_email, action, view, self.templates, self.default_locale, self.clock
+        )
         body: dict[str, Any] = {"Text": {"Data": mail.text, "Charset": "UTF-8"}}
         if mail.html is not None:
             body["Html"] = {"Data": mail.html, "Charset": "UTF-8"}
@@ -175,17 +192,7 @@ class SnsSmsSender:
             number = validate_e164(account.phone)
         except InvalidPhoneNumberError:
             raise PermanentSendError("invalid_phone_number") from None
-        try:
-            text = render_sms(
-                action,
-                account,
-                view.invoices,
-                as_of=self.clock(),
-                templates=self.templates,
-                default_locale=self.default_locale(action),
-            )
-        except (TemplateNotFoundError, TemplateError, ValueError) as err:
-            raise PermanentSendError(f"template_error: {err}") from None
+        text = _rendered(render_sms, action, view, self.templates, self.default_locale, self.clock)
         segments = sms_segments(text)
         logger.info(
             "sms rendered",

@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
-from typing import Annotated
+from typing import Annotated, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
 
 class _Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
+
+    @classmethod
+    def from_environment(cls) -> Self:
+        """The fields from the environment variables of the same names."""
+        return cls.model_validate({k: v for k, v in os.environ.items() if k in cls.model_fields})
 
 
 class EvaluateSettings(_Settings):
@@ -30,9 +35,7 @@ class EvaluateSettings(_Settings):
 
 @lru_cache(maxsize=1)
 def evaluate_settings() -> EvaluateSettings:
-    return EvaluateSettings.model_validate(
-        {k: v for k, v in os.environ.items() if k in EvaluateSettings.model_fields}
-    )
+    return EvaluateSettings.from_environment()
 
 
 class ActionSettings(_Settings):
@@ -55,9 +58,7 @@ class ActionSettings(_Settings):
 
 @lru_cache(maxsize=1)
 def action_settings() -> ActionSettings:
-    return ActionSettings.model_validate(
-        {k: v for k, v in os.environ.items() if k in ActionSettings.model_fields}
-    )
+    return ActionSettings.from_environment()
 
 
 class ApiSettings(_Settings):
@@ -72,9 +73,7 @@ class ApiSettings(_Settings):
 
 @lru_cache(maxsize=1)
 def api_settings() -> ApiSettings:
-    return ApiSettings.model_validate(
-        {k: v for k, v in os.environ.items() if k in ApiSettings.model_fields}
-    )
+    return ApiSettings.from_environment()
 
 
 class ReportSettings(_Settings):
@@ -86,6 +85,4 @@ class ReportSettings(_Settings):
 
 @lru_cache(maxsize=1)
 def report_settings() -> ReportSettings:
-    return ReportSettings.model_validate(
-        {k: v for k, v in os.environ.items() if k in ReportSettings.model_fields}
-    )
+    return ReportSettings.from_environment()

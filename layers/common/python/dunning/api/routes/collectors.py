@@ -4,12 +4,14 @@ cases, approvals and manual tasks (role `collector`)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Header, Path, Query
+from pydantic import BaseModel
 
 from dunning import collect
 from dunning.api import shapes
@@ -46,7 +48,7 @@ from dunning.api.contracts import (
 )
 from dunning.api.idempotency import with_idempotency_key
 from dunning.api.policies import policy_for
-from dunning.model import AccountView, Installment, SuspensionKind
+from dunning.model import AccountView, Installment, Policy, SuspensionKind
 from dunning.queues import ACTION
 from dunning.store import Mutation
 from dunning.store.dynamo import APPROVAL
@@ -73,6 +75,34 @@ def _mutate(
     return stored.version, mutation.result
 
 
+def _suspend(
+    account_id: str,
+    case_id: str,
+    body: BaseModel,
+    scope: str,
+    change: Callable[[AccountView, Policy, datetime, str], Mutation],
+    etag: str | None,
+    key: str | None,
+) -> Response[Any]:
+    """Create a suspension (promise or other) once per Idempotency-Key, on the
+    policy version the case runs on."""
+    s = services(router)
+    actor = actor_of(router)
+
+    def create() -> dict[str, Any]:
+        policy = policy_for(s, s.store.get_view(account_id).view, case_id)
+        now = s.clock()
+        version, suspension = _mutate(
+            account_id, lambda view: change(view, policy, now, actor), etag
+        )
+        return {"version": version, "body": shapes.suspension(suspension).model_dump(mode="json")}
+
+    out = with_idempotency_key(
+        s, key, scope, account_id, body, create, router.context.get("lambda_context")
+    )
+    return ok(SuspensionResponse.model_validate(out["body"]), 201, etag=out["version"])
+
+
 @router.post(
     "/accounts/<account_id>/promises",
     summary="Record a promise to pay: the case pauses until the date (plus grace)",
@@ -90,38 +120,25 @@ def post_promise(
     if_match_header: IfMatch = None,
     idempotency_key: IdempotencyKey = None,
 ) -> Response[Any]:
-    s = services(router)
-    actor = actor_of(router)
-
-    def create() -> dict[str, Any]:
-        policy = policy_for(s, s.store.get_view(account_id).view, body.case_id)
-        version, suspension = _mutate(
-            account_id,
-            lambda view: collect.promise_to_pay(
-                view,
-                policy,
-                case_id=body.case_id,
-                suspension_id=body.promise_id,
-                amount=Decimal(body.amount),
-                promised_date=body.promised_date,
-                now=s.clock(),
-                actor=actor,
-                reason=body.note,
-            ),
-            if_match_header,
-        )
-        return {"version": version, "body": shapes.suspension(suspension).model_dump(mode="json")}
-
-    out = with_idempotency_key(
-        s,
-        idempotency_key,
-        "promise",
+    return _suspend(
         account_id,
+        body.case_id,
         body,
-        create,
-        router.context.get("lambda_context"),
+        "promise",
+        lambda view, policy, now, actor: collect.promise_to_pay(
+            view,
+            policy,
+            case_id=body.case_id,
+            suspension_id=body.promise_id,
+            amount=Decimal(body.amount),
+            promised_date=body.promised_date,
+            now=now,
+            actor=actor,
+            reason=body.note,
+        ),
+        if_match_header,
+        idempotency_key,
     )
-    return ok(SuspensionResponse.model_validate(out["body"]), 201, etag=out["version"])
 
 
 @router.post(
@@ -138,38 +155,25 @@ def post_suspension(
     if_match_header: IfMatch = None,
     idempotency_key: IdempotencyKey = None,
 ) -> Response[Any]:
-    s = services(router)
-    actor = actor_of(router)
-
-    def create() -> dict[str, Any]:
-        policy = policy_for(s, s.store.get_view(account_id).view, body.case_id)
-        version, suspension = _mutate(
-            account_id,
-            lambda view: collect.suspend(
-                view,
-                policy,
-                case_id=body.case_id,
-                suspension_id=body.suspension_id,
-                kind=SuspensionKind(body.kind),
-                reason=body.reason,
-                days=body.days,
-                now=s.clock(),
-                actor=actor,
-            ),
-            if_match_header,
-        )
-        return {"version": version, "body": shapes.suspension(suspension).model_dump(mode="json")}
-
-    out = with_idempotency_key(
-        s,
-        idempotency_key,
-        "suspension",
+    return _suspend(
         account_id,
+        body.case_id,
         body,
-        create,
-        router.context.get("lambda_context"),
+        "suspension",
+        lambda view, policy, now, actor: collect.suspend(
+            view,
+            policy,
+            case_id=body.case_id,
+            suspension_id=body.suspension_id,
+            kind=SuspensionKind(body.kind),
+            reason=body.reason,
+            days=body.days,
+            now=now,
+            actor=actor,
+        ),
+        if_match_header,
+        idempotency_key,
     )
-    return ok(SuspensionResponse.model_validate(out["body"]), 201, etag=out["version"])
 
 
 @router.post(
