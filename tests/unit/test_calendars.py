@@ -186,8 +186,46 @@ def test_send_window_inside_a_dst_gap_moves_forward() -> None:
     cal = calendar(business_days=frozenset(range(1, 8)), send_from=time(2, 30))
     # When asked at that day's midnight (2026-03-29 00:00 CET = 2026-03-28 23:00 UTC)
     result = next_send_time(cal, zone("Europe/Berlin"), utc(2026, 3, 28, 23))
-    # Then the window opens at the first existing instant after the gap: 03:30 CEST = 01:30 UTC
-    assert result == utc(2026, 3, 29, 1, 30)
+    # Then the window opens at the first existing instant after the gap, when the wall clock
+    # jumps from 02:00 to 03:00 CEST (already past 02:30): 03:00 CEST = 01:00 UTC
+    assert result == utc(2026, 3, 29, 1)
+    assert is_send_time(cal, zone("Europe/Berlin"), utc(2026, 3, 29, 1, 10))  # 03:10 CEST
+
+
+def test_send_window_closing_inside_a_dst_gap_closes_at_the_jump() -> None:
+    # Given a window 01:00-02:30 on the Sunday Berlin skips 02:00-03:00 (all days send)
+    cal = calendar(
+        business_days=frozenset(range(1, 8)), send_from=time(1, 0), send_until=time(2, 30)
+    )
+    berlin = zone("Europe/Berlin")
+    # Then 01:59:59 CET sends, and the jump to 03:00 CEST (past 02:30) closes the window
+    assert is_send_time(cal, berlin, utc(2026, 3, 29, 0, 59, 59))
+    assert not is_send_time(cal, berlin, utc(2026, 3, 29, 1))
+    assert next_send_time(cal, berlin, utc(2026, 3, 29, 1)) == utc(2026, 3, 29, 23)  # Mon 01:00
+
+
+def test_send_window_opens_twice_when_the_clocks_go_back_over_it() -> None:
+    # Given a window 01:00-02:30 on the Sunday Berlin goes back from 03:00 CEST to 02:00 CET
+    cal = calendar(
+        business_days=frozenset(range(1, 8)), send_from=time(1, 0), send_until=time(2, 30)
+    )
+    berlin = zone("Europe/Berlin")
+    # When asked at 02:40 CEST (00:40 UTC), after the first window closed
+    # Then it opens again when the wall clock goes back to 02:00 CET (01:00 UTC)
+    assert next_send_time(cal, berlin, utc(2026, 10, 25, 0, 40)) == utc(2026, 10, 25, 1)
+    # And closes at the second 02:30 (02:30 CET = 01:30 UTC), until Monday 01:00 CET
+    assert is_send_time(cal, berlin, utc(2026, 10, 25, 1, 29))
+    assert next_send_time(cal, berlin, utc(2026, 10, 25, 1, 30)) == utc(2026, 10, 26, 0)
+
+
+def test_send_window_opening_twice_when_the_clocks_go_back() -> None:
+    # Given a window from 02:30 on the Sunday Berlin goes back from 03:00 CEST to 02:00 CET
+    cal = calendar(business_days=frozenset(range(1, 8)), send_from=time(2, 30))
+    berlin = zone("Europe/Berlin")
+    # When asked just after the jump back (02:10 CET = 01:10 UTC: the wall clock is before 02:30)
+    # Then the window opens again at the second 02:30 (CET = 01:30 UTC)
+    assert not is_send_time(cal, berlin, utc(2026, 10, 25, 1, 10))
+    assert next_send_time(cal, berlin, utc(2026, 10, 25, 1, 10)) == utc(2026, 10, 25, 1, 30)
 
 
 def test_no_calendar_means_at_once() -> None:

@@ -131,3 +131,27 @@ def test_recovery_cancels_the_pending_approval() -> None:
     cancelled = [e.data for e in d.events if e.kind is EventKind.APPROVAL_CANCELLED]
     assert [e["approval_id"] for e in cancelled] == [approval_id]
     assert d.actions == ()
+
+
+def test_a_pre_due_reminder_that_requires_approval_is_held_once() -> None:
+    # Given a reminder 5 days before the due date that requires approval
+    due = date(2026, 1, 20)
+    p = policy(levels=(level("before", -5, email("before_due", requires_approval=True)),
+                       level("first", 10)))  # fmt: skip
+    v = view(invoice("i1", "50.00", due))
+    # When decided on day -5
+    d = decide(v, p, None, datetime(2026, 1, 15, 12, tzinfo=UTC))
+    # Then nothing is sent: the reminder waits in a pending approval named after its scope
+    assert d.actions == ()
+    (approval,) = d.approvals
+    assert (approval.case_id, approval.level, approval.status) == (
+        "R-i1",
+        1,
+        ApprovalStatus.PENDING,
+    )
+    assert [a.requires_approval for a in approval.actions] == [True]
+    assert d.cases == ()
+    assert "approval_required" in codes(d)
+    # And deciding again on the stored result holds nothing new
+    again = decide(apply_decision(v, d), p, None, datetime(2026, 1, 16, 12, tzinfo=UTC))
+    assert (again.actions, again.approvals) == ((), ())

@@ -286,3 +286,41 @@ def test_a_lifted_dispute_reopens_the_case_at_its_level() -> None:
     ]
     assert EventKind.CASE_REOPENED in kinds(d)
     assert d.actions == ()
+
+
+def test_a_reopened_case_takes_in_an_invoice_that_fell_due_while_it_was_closed() -> None:
+    # Given i1 (due Jan 2) at level 1, and i2 (due Jan 20) not yet due; both paid on day 13
+    p = policy(levels=(level("first", 10), level("second", 30)))
+    v = run_to(view(invoice("i1", "50.00", DUE), invoice("i2", "50.00", date(2026, 1, 20))), p, 13)
+    v, recorded = apply_payment(v, payment("100.00", on_day(13, 13)))
+    v = apply_decision(v, decide(v, p, None, on_day(13, 14)))
+    assert [(c.status, c.invoice_ids) for c in v.cases] == [(CaseStatus.RECOVERED, ("i1",))]
+    # When the payment bounces on day 23, when i2 is overdue too
+    v, _ = reverse_payment(v, recorded, on_day(23, 9), "bounced")
+    d = decide(v, p, None, on_day(23))
+    # Then the case reopens with both invoices, and deciding again changes nothing
+    assert [(c.status, c.level, c.invoice_ids) for c in d.cases] == [
+        (CaseStatus.ACTIVE, 1, ("i1", "i2"))
+    ]
+    again = decide(apply_decision(v, d), p, None, on_day(23))
+    assert not again.changed
+
+
+def test_reinstatement_that_requires_approval_is_held_in_an_approval() -> None:
+    # Given a policy whose reinstatement needs approval, and a case at level 4 (suspension)
+    restore = ActionSpec(type=ActionType.RESTORE_SERVICE, target="provisioning")
+    p = policy(reinstatement_actions=(restore.model_copy(update={"requires_approval": True}),))
+    v = run_to(view(invoice("i1", "100.00", DUE)), p, 45)
+    v, _ = apply_payment(v, payment("100.00", on_day(46, 9)))
+    # When the customer pays everything
+    d = decide(v, p, None, on_day(46))
+    # Then the case recovers and the reinstatement waits in a pending approval, not sent
+    assert d.actions == ()
+    (approval,) = d.approvals
+    assert approval.case_id == "C-i1"
+    assert [(a.type, a.level, a.requires_approval) for a in approval.actions] == [
+        (ActionType.RESTORE_SERVICE, 0, True)
+    ]
+    assert [(c.status, c.approval_id) for c in d.cases] == [(CaseStatus.RECOVERED, None)]
+    # And deciding again on the stored result holds nothing new
+    assert not decide(apply_decision(v, d), p, None, on_day(46)).changed

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from dunning.engine import apply_decision, decide
-from dunning.ledger import apply_payment
+from dunning.ledger import apply_payment, reverse_payment
 from dunning.model import (
     AccountView,
     ActionType,
@@ -331,3 +331,26 @@ def test_partial_payment_never_lowers_the_level(
     assert (case.status, case.level) == (status, level_no)
     assert reason in codes(d)
     assert d.actions == ()
+
+
+def test_a_reminder_is_not_sent_again_when_a_bounced_payment_reopens_its_invoice() -> None:
+    # Given i1 (due Feb 10) reminded at day -5, then paid
+    v = view(invoice("i1", "100.00", R_DUE), invoice("i2", "100.00", R_DUE + timedelta(days=3)))
+    v = apply_decision(v, decide(v, REMINDER_POLICY, None, R_INSTANTS[1]))
+    payment = Payment(
+        payment_id="p1",
+        account_id="acc-1",
+        currency="EUR",
+        amount=Decimal("100.00"),
+        received_at=utc(2026, 2, 5, 9),
+        invoice_ids=("i1",),
+    )
+    v, recorded = apply_payment(v, payment)
+    # When i2's own -5 reminder goes out (Feb 8), and the payment then bounces
+    d = decide(v, REMINDER_POLICY, None, utc(2026, 2, 8, 12))
+    assert [(a.case_id, a.level) for a in d.actions] == [("R-i2", 1)]
+    assert d.reminded == frozenset({"i1/1", "i2/1"})
+    v = apply_decision(v, d)
+    v, _ = reverse_payment(v, recorded, utc(2026, 2, 8, 13), "bounced")
+    # Then i1's -5 reminder is not sent a second time
+    assert decide(v, REMINDER_POLICY, None, utc(2026, 2, 8, 14)).actions == ()

@@ -30,7 +30,7 @@ from dunning.model import (
     SuspensionProfile,
     SuspensionStatus,
 )
-from tests.builders import invoice, policy, view
+from tests.builders import invoice, level, policy, view
 
 DUE = date(2026, 1, 2)
 SECOND = timedelta(seconds=1)
@@ -373,3 +373,42 @@ def test_a_promise_is_not_kept_when_the_balance_leaves_scope_unpaid() -> None:
     # Then the promise is not recorded as kept: nothing was paid (paid 0 of 100.00 promised)
     assert EventKind.PROMISE_KEPT not in kinds(d)
     assert SuspensionStatus.KEPT not in [s.status for s in d.suspensions]
+
+
+def test_escalation_climbs_one_level_and_the_next_waits_for_the_next_local_day() -> None:
+    # Given levels at 5, 10, 15 and 20 days (latest_only), a case at level 1, and a
+    # promise that breaks on day 18 (the default promise profile escalates)
+    levels = tuple(level(f"l{n}", days) for n, days in enumerate((5, 10, 15, 20), start=1))
+    p = policy(levels=levels)
+    v = view(invoice("i1", "50.00", DUE))
+    v = apply_decision(v, decide(v, p, None, on_day(6)))
+    case = v.cases[0].model_copy(update={"status": CaseStatus.SUSPENDED, "suspension_id": "s-1"})
+    promise = Suspension(
+        suspension_id="s-1",
+        account_id="acc-1",
+        case_id="C-i1",
+        kind=SuspensionKind.PROMISE_TO_PAY,
+        starts_at=on_day(6),
+        ends_at=on_day(40),
+        currency="EUR",
+        promised_amount=Decimal("50.00"),
+        promised_date=DUE + timedelta(days=15),
+    )
+    v = v.model_copy(update={"cases": (case,), "suspensions": (promise,)})
+    # When the promise is broken on day 18 (levels 2 and 3 are due)
+    d = decide(v, p, None, on_day(18))
+    # Then the case escalates to level 2 only, and comes back at the next local midnight
+    assert [a.level for a in d.actions] == [2]
+    assert [c.level for c in d.cases] == [2]
+    midnight = datetime(2026, 1, 20, 23, tzinfo=UTC)  # Jan 21 00:00 CET
+    assert d.next_evaluation_at == midnight
+    v = apply_decision(v, d)
+    # And nothing changes before it, however often the engine decides
+    for at in (on_day(18), on_day(18, 20), midnight - SECOND):
+        again = decide(v, p, None, at)
+        assert not again.changed
+        assert "one_level_a_day" in codes(again)
+        assert again.next_evaluation_at == midnight
+    # And at midnight it continues normally: latest_only reaches level 3 (day 19 >= 15)
+    d = decide(v, p, None, midnight)
+    assert [a.level for a in d.actions] == [3]

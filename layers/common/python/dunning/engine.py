@@ -26,11 +26,13 @@ Rules (docs/architecture.md, "The engine", tells the story):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from decimal import Decimal
 from enum import Enum
-from typing import Any
+from functools import lru_cache
+from operator import attrgetter
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from dunning.calendars import ONE_DAY, local_midnight, next_send_time, zone
 from dunning.ids import stable_id
@@ -49,6 +51,7 @@ from dunning.model import (
     CaseStatus,
     CatchUp,
     Contact,
+    ContactCap,
     Decision,
     EventKind,
     Explanation,
@@ -67,10 +70,106 @@ from dunning.model import (
 
 ZERO = Decimal(0)
 REINSTATEMENT_LEVEL = 0
+_T = TypeVar("_T")
+
+
+def _constructor(cls: type[_T]) -> Any:
+    """A faster constructor for a frozen, slotted engine output (docs/performance.md).
+
+    A frozen dataclass's `__init__` sets every field through `object.__setattr__`;
+    this one calls the slots' own setters. Same parameters, same defaults, an
+    equal object, built in about half the time (tests/unit/test_engine_outputs.py
+    checks it against the class).
+    """
+    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    defaults = {f.name: f.default for f in fields(cls) if f.default is not MISSING}  # type: ignore[arg-type]
+    if any(f.default_factory is not MISSING for f in fields(cls)):  # type: ignore[arg-type]
+        return cls
+    params = ", ".join(f"{n}=_d_{n}" if n in defaults else n for n in names)
+    body = "".join(f"    _s_{n}(o, {n})\n" for n in names)
+    source = f"def build({params}):\n    o = _new(_cls)\n{body}    return o\n"
+    namespace: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
+    namespace.update({f"_s_{n}": getattr(cls, n).__set__ for n in names})
+    namespace.update({f"_d_{n}": value for n, value in defaults.items()})
+    exec(source, namespace)  # noqa: S102 - generated from the dataclass's own fields
+    build = namespace["build"]
+    build.__qualname__ = build.__name__ = f"new_{cls.__name__}"
+    return build
+
+
+if TYPE_CHECKING:  # the type checker checks every call against the class itself
+    _new_action = Action
+    _new_approval = Approval
+    _new_event = AuditEvent
+    _new_explanation = Explanation
+    _new_decision = Decision
+else:
+    _new_action = _constructor(Action)
+    _new_approval = _constructor(Approval)
+    _new_event = _constructor(AuditEvent)
+    _new_explanation = _constructor(Explanation)
+    _new_decision = _constructor(Decision)
+NOTHING_OVERDUE = Reason("nothing_overdue", "no counting invoice is overdue")
+# `member.value` goes through a descriptor; the engine reads these on every action.
+_KIND = {kind: kind.value for kind in EventKind}
+_TYPE = {kind: kind.value for kind in ActionType}
 
 
 class PolicyUnavailableError(LookupError):
     """A running case is pinned to a policy version the caller did not supply."""
+
+
+@dataclass(slots=True)
+class _Facts:
+    """What `decide()` reads from a policy on every call, worked out once per policy.
+
+    Policies are immutable and long-lived (a worker holds its policy book), so
+    these are cached by identity (`_facts`); the cache holds the policy itself,
+    so an id is never reused while its entry lives.
+    """
+
+    policy: Policy
+    first_days: int
+    caps: dict[ActionType, ContactCap]
+    caps_horizon: timedelta
+    # (days, as a timedelta) of the pre-due reminder levels (days <= 0), in order.
+    reminder_offsets: tuple[tuple[int, timedelta], ...]
+    thresholds: dict[str, tuple[Decimal | None, Decimal]] = field(default_factory=dict)
+    idle: dict[tuple[str, str | None], Explanation] = field(default_factory=dict)
+
+    def limits(self, currency: str) -> tuple[Decimal | None, Decimal]:
+        """The entry and exit thresholds for `currency`."""
+        found = self.thresholds.get(currency)
+        if found is None:
+            policy = self.policy
+            found = self.thresholds[currency] = (
+                policy.threshold(currency),
+                policy.exit_threshold(currency),
+            )
+        return found
+
+
+_FACTS: dict[int, _Facts] = {}
+_FACTS_MAX = 4096
+
+
+def _facts(policy: Policy) -> _Facts:
+    found = _FACTS.get(id(policy))
+    if found is not None and found.policy is policy:
+        return found
+    if len(_FACTS) >= _FACTS_MAX:
+        _FACTS.clear()
+    caps: dict[ActionType, ContactCap] = {cap.channel: cap for cap in policy.contact_caps}
+    found = _FACTS[id(policy)] = _Facts(
+        policy=policy,
+        first_days=policy.levels[0].days,
+        caps=caps,
+        caps_horizon=timedelta(days=max((c.window_days for c in caps.values()), default=0)),
+        reminder_offsets=tuple(
+            (level.days, timedelta(days=level.days)) for level in policy.levels if level.days <= 0
+        ),
+    )
+    return found
 
 
 def case_id_for(mode: Mode, first_invoice_id: str) -> str:
@@ -108,6 +207,8 @@ class _Run:
     tz: tzinfo
     today: date
     selected_by: str | None
+    facts: _Facts
+    currency: str
     cases: list[Case] = field(default_factory=list)
     actions: list[Action] = field(default_factory=list)
     approvals: list[Approval] = field(default_factory=list)
@@ -120,6 +221,7 @@ class _Run:
     contacts: list[Contact] | None = None
     reminded: set[str] | None = None
     next_at: datetime | None = None
+    send_at: datetime | None = None  # the calendar's first sending instant from `now`
 
     def wake(self, instant: datetime | None) -> None:
         if (
@@ -134,8 +236,8 @@ class _Run:
     ) -> None:
         account_id = self.view.account.account_id
         self.events.append(
-            AuditEvent(
-                event_id=stable_id(account_id, kind.value, case_id, key),
+            _new_event(
+                event_id=stable_id(account_id, _KIND[kind], case_id, key),
                 account_id=account_id,
                 at=self.now,
                 kind=kind,
@@ -161,17 +263,13 @@ def decide(
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
-    now = now.astimezone(UTC)
+    if now.tzinfo is not UTC:
+        now = now.astimezone(UTC)
     account = view.account
     tz = zone(account.timezone)
+    facts = _facts(policy)
     run = _Run(
-        view=view,
-        policy=policy,
-        calendar=calendar,
-        now=now,
-        tz=tz,
-        today=now.astimezone(tz).date(),
-        selected_by=selected_by,
+        view, policy, calendar, now, tz, _today(now, tz), selected_by, facts, account.currency
     )
     if view.excluded_by:
         run.explanations.append(
@@ -197,8 +295,13 @@ def decide(
 
     counting = _counting_invoices(run)
     if policy.mode is Mode.CUSTOMER:
-        overdue = [inv for inv in counting if inv.due_date < run.today]
-        _decide_scope(run, overdue, _customer_case(view, overdue))
+        today = run.today
+        overdue = [inv for inv in counting if inv.due_date < today]
+        case = _customer_case(view, overdue) if view.cases else None
+        if case is None and not overdue and facts.limits(run.currency)[0] is not None:
+            run.explanations.append(_idle(run))  # what _decide_scope says, built once
+        else:
+            _decide_scope(run, overdue, case)
     else:
         by_id = {c.case_id: c for c in view.cases}
         for inv in counting:
@@ -209,39 +312,46 @@ def decide(
         for case in view.cases:
             if case.is_open and case.case_id not in counted:
                 _decide_scope(run, [], case)
-    _pre_due(run, counting)
+    if counting:
+        _pre_due(run, counting)
     if not run.explanations:
-        run.explanations.append(
-            _explain(
-                run,
-                policy,
-                None,
-                ZERO,
-                0,
-                0,
-                0,
-                (Reason("nothing_overdue", "no counting invoice is overdue"),),
-            )
-        )
+        run.explanations.append(_idle(run))
     return _finish(run)
 
 
+@lru_cache(maxsize=4096)
+def _today(now: datetime, tz: tzinfo) -> date:
+    """The local date of `now` (a run decides many accounts at one instant)."""
+    return now.astimezone(tz).date()
+
+
+def _idle(run: _Run) -> Explanation:
+    """The explanation of an account with nothing overdue: the same for every such
+    account of a policy, currency and selection, so it is built once."""
+    key = (run.currency, run.selected_by)
+    idle = run.facts.idle
+    found = idle.get(key)
+    if found is None:
+        found = idle[key] = _explain(run, run.policy, None, ZERO, 0, 0, 0, (NOTHING_OVERDUE,))
+    return found
+
+
 def _finish(run: _Run) -> Decision:
-    return Decision(
-        account_id=run.view.account.account_id,
-        at=run.now,
-        cases=tuple(run.cases),
-        actions=tuple(run.actions),
-        approvals=tuple(run.approvals),
-        cancelled_approvals=tuple(run.cancelled),
-        suspensions=tuple(run.suspensions),
-        plans=tuple(run.plans),
-        invoices=tuple(run.invoices),
-        contacts=None if run.contacts is None else tuple(run.contacts),
-        reminded=None if run.reminded is None else frozenset(run.reminded),
-        events=tuple(run.events),
-        next_evaluation_at=run.next_at,
-        explanations=tuple(run.explanations),
+    return _new_decision(
+        run.view.account.account_id,
+        run.now,
+        tuple(run.cases),
+        tuple(run.actions),
+        tuple(run.approvals),
+        tuple(run.cancelled),
+        tuple(run.suspensions),
+        tuple(run.plans),
+        tuple(run.invoices),
+        None if run.contacts is None else tuple(run.contacts),
+        None if run.reminded is None else frozenset(run.reminded),
+        tuple(run.events),
+        run.next_at,
+        tuple(run.explanations),
     )
 
 
@@ -277,8 +387,11 @@ def _counting_invoices(run: _Run) -> list[Invoice]:
             continue
         result.append(inv)
     if len(result) > 1:
-        result.sort(key=lambda i: (i.due_date, i.invoice_id))
+        result.sort(key=_DUE_ORDER)
     return result
+
+
+_DUE_ORDER = attrgetter("due_date", "invoice_id")
 
 
 def _check_plans(run: _Run) -> set[str]:
@@ -346,14 +459,16 @@ def _customer_case(view: AccountView, overdue: list[Invoice]) -> Case | None:
 
 def _decide_scope(run: _Run, scope: list[Invoice], case: Case | None) -> None:
     view, now = run.view, run.now
-    currency = view.account.currency
+    currency = run.currency
     policy = _effective_policy(run, case)
     balance = ZERO
     for inv in scope:
         balance += inv.open_amount
     days = (run.today - scope[0].due_date).days if scope else 0
-    threshold = policy.threshold(currency)
-    exit_threshold = policy.exit_threshold(currency)
+    if policy is run.policy:
+        threshold, exit_threshold = run.facts.limits(currency)
+    else:
+        threshold, exit_threshold = _facts(policy).limits(currency)
 
     def explain(level: int, target: int, *reasons: Reason, case_id: str | None = None) -> None:
         run.explanations.append(
@@ -385,7 +500,7 @@ def _decide_scope(run: _Run, scope: list[Invoice], case: Case | None) -> None:
 
     if case is None or case.status is CaseStatus.RECOVERED:
         if not scope:
-            explain(0, 0, Reason("nothing_overdue", "no counting invoice is overdue"))
+            explain(0, 0, NOTHING_OVERDUE)
             return
         # A new case needs the entry threshold; a recovered case whose invoices
         # are overdue again (a bounced payment) reopens for anything still owed.
@@ -433,12 +548,17 @@ def _decide_scope(run: _Run, scope: list[Invoice], case: Case | None) -> None:
                 )
             ]
         else:
+            # The reopened case takes in every counting overdue invoice, as an open
+            # case does (an invoice that fell due while it was closed included).
+            ids = case.invoice_ids
+            joined = tuple(inv.invoice_id for inv in scope if inv.invoice_id not in ids)
             case = case.model_copy(
                 update={
                     "status": CaseStatus.ACTIVE,
                     "closed_at": None,
                     "policy_id": policy.policy_id,
                     "policy_version": policy.version,
+                    "invoice_ids": ids + joined if joined else ids,
                 }
             )
             run.event(
@@ -604,7 +724,21 @@ def _progress(
     currency = run.view.account.currency
     target = _target_level(policy, days, balance, currency)
     level = case.level
-    if target > level and climb:
+    hold_until: datetime | None = None
+    if target > level and policy.catch_up is CatchUp.LATEST_ONLY:
+        hold_until = _day_hold(run, case)
+    if hold_until is not None:
+        # Entered a level earlier today (an escalation, or a level before new data
+        # raised the balance): the next one waits for the next local day.
+        reasons.append(
+            Reason(
+                "one_level_a_day",
+                f"level {target} is reached but the case entered level {level} today: "
+                f"it climbs at {hold_until.isoformat()}",
+            )
+        )
+        run.wake(hold_until)
+    elif target > level and climb:
         if policy.catch_up is CatchUp.LATEST_ONLY:
             skipped = [i for i in range(level + 1, target) if policy.levels[i - 1].days > 0]
             for i in skipped:
@@ -664,12 +798,7 @@ def _progress(
                 level_at = gap_until
             if level_at > run.now:
                 run.wake(level_at)
-                reasons.append(
-                    Reason(
-                        "next_level",
-                        f"level {i + 1} ({levels[i].name}) is due at {level_at.isoformat()}",
-                    )
-                )
+                reasons.append(_next_level_reason(i + 1, levels[i].name, level_at))
                 break
     elif nxt is None:
         reasons.append(Reason("last_level", "no further level: waiting for payment"))
@@ -678,6 +807,23 @@ def _progress(
     run.explanations.append(
         _explain(run, policy, case.case_id, balance, days, case.level, target, tuple(reasons))
     )
+
+
+def _day_hold(run: _Run, case: Case) -> datetime | None:
+    """The next local midnight when `case` entered its level earlier today, else None.
+
+    A case enters at most one level per local day: under `sequential` the minimum
+    gap says so, under `latest_only` this does (docs/decisions.md, 2026-12-03)."""
+    entered = case.entered_level_at
+    if entered is None or case.level == 0 or entered.astimezone(run.tz).date() != run.today:
+        return None
+    return local_midnight(run.today + ONE_DAY, run.tz)
+
+
+@lru_cache(maxsize=16384)
+def _next_level_reason(level_no: int, name: str, level_at: datetime) -> Reason:
+    """Many cases wait for the same level on the same day: one Reason for all."""
+    return Reason("next_level", f"level {level_no} ({name}) is due at {level_at.isoformat()}")
 
 
 def _gap_until(run: _Run, policy: Policy, case: Case) -> datetime | None:
@@ -747,34 +893,7 @@ def _enter(
         "service_suspended_by": suspends,
     }
     if held:
-        approval_id = stable_id(case.case_id, "approval", level_no, entry)
-        run.approvals.append(
-            Approval(
-                approval_id=approval_id,
-                account_id=case.account_id,
-                case_id=case.case_id,
-                level=level_no,
-                level_name=level.name,
-                actions=tuple(held),
-                created_at=run.now,
-            )
-        )
-        run.event(
-            EventKind.APPROVAL_REQUESTED,
-            case.case_id,
-            approval_id,
-            {
-                "approval_id": approval_id,
-                "level": level_no,
-                "actions": [a.type.value for a in held],
-            },
-        )
-        reasons.append(
-            Reason(
-                "approval_required",
-                f"{len(held)} action(s) of level {level_no} wait for approval {approval_id}",
-            )
-        )
+        approval_id = _hold(run, case.case_id, level_no, level.name, entry, held, reasons)
         update["status"] = CaseStatus.AWAITING_APPROVAL
         update["approval_id"] = approval_id
     return case.model_copy(update=update)
@@ -798,10 +917,13 @@ def _action(
     action_id = stable_id(case_id, level_no, entry, index)
     not_before = run.now
     if apply_calendar:
-        not_before = next_send_time(run.calendar, run.tz, run.now)
+        send_at = run.send_at
+        if send_at is None:
+            send_at = run.send_at = next_send_time(run.calendar, run.tz, run.now)
+        not_before = send_at
         if spec.type in CONTACT_ACTIONS and not spec.requires_approval:
             not_before = _apply_cap(run, policy, spec.type, not_before)
-    action = Action(
+    action = _new_action(
         action_id=action_id,
         account_id=account.account_id,
         case_id=case_id,
@@ -823,7 +945,7 @@ def _action(
     )
     data: dict[str, Any] = {
         "action_id": action_id,
-        "type": spec.type.value,
+        "type": _TYPE[spec.type],
         "level": level_no,
         "not_before": not_before.isoformat(),
     }
@@ -832,7 +954,7 @@ def _action(
         reasons.append(
             Reason(
                 "deferred",
-                f"{spec.type.value} waits until {not_before.isoformat()} "
+                f"{_TYPE[spec.type]} waits until {not_before.isoformat()} "
                 "(calendar: sending days and hours, contact caps)",
             )
         )
@@ -844,15 +966,12 @@ def _action(
 
 def _apply_cap(run: _Run, policy: Policy, channel: ActionType, at: datetime) -> datetime:
     """Defer a contact past the rolling-window cap; never drop it."""
-    cap = None
-    for c in policy.contact_caps:
-        if c.channel is channel:
-            cap = c
-            break
+    facts = run.facts if policy is run.policy else _facts(policy)
+    cap = facts.caps.get(channel)
     if cap is None:
         return at
     if run.contacts is None:
-        horizon = run.now - timedelta(days=max(c.window_days for c in policy.contact_caps))
+        horizon = run.now - facts.caps_horizon
         run.contacts = [c for c in run.view.contacts if c.at > horizon]
     window = timedelta(days=cap.window_days)
     same = sorted(c.at for c in run.contacts if c.channel is channel)
@@ -931,6 +1050,7 @@ def _recover(
         if level is not None and level.skip_reinstatement:
             pass
         else:
+            held: list[Action] = []
             for index, spec in enumerate(policy.reinstatement_actions):
                 action = _action(
                     run,
@@ -945,7 +1065,10 @@ def _recover(
                     [],
                     apply_calendar=False,  # restoring service never waits (decisions.md)
                 )
-                run.actions.append(action)
+                (held if spec.requires_approval else run.actions).append(action)
+            if held:
+                # The case is recovered, not waiting: the approval alone holds them.
+                _hold(run, case.case_id, REINSTATEMENT_LEVEL, "reinstatement", recoveries, held, [])
     run.cases.append(case.model_copy(update=update))
 
 
@@ -1104,57 +1227,53 @@ def _pre_due(run: _Run, counting: list[Invoice]) -> None:
     """Reminders before (or on) the due date: per invoice, once, never a case."""
     policy = run.policy
     levels = policy.levels
-    if levels[0].days > 0:
+    today, tz = run.today, run.tz
+    wake = run.wake
+    if run.facts.first_days > 0:
         # No reminders: the only thing that can happen is an invoice falling due.
         for inv in counting:
-            if inv.due_date >= run.today:
-                run.wake(local_midnight(inv.due_date + ONE_DAY, run.tz))
+            if inv.due_date >= today:
+                wake(local_midnight(inv.due_date + ONE_DAY, tz))
                 break
         return
     reminded = run.view.reminded
+    offsets = run.facts.reminder_offsets
     for inv in counting:
-        if inv.due_date < run.today:
+        due = inv.due_date
+        if due < today:
             continue
-        run.wake(local_midnight(inv.due_date + ONE_DAY, run.tz))
-        days = (run.today - inv.due_date).days  # <= 0
+        wake(local_midnight(due + ONE_DAY, tz))
+        days = (today - due).days  # <= 0
         reached = 0
-        for i, level in enumerate(levels):
-            if level.days > 0:
-                break
-            if level.days <= days:
+        for i, (level_days, offset) in enumerate(offsets):
+            if level_days <= days:
                 reached = i + 1
             else:
-                run.wake(local_midnight(inv.due_date + timedelta(days=level.days), run.tz))
+                wake(local_midnight(due + offset, tz))
                 break
         if reached == 0:
             continue
         key = f"{inv.invoice_id}/{reached}"
         if key in reminded or (run.reminded is not None and key in run.reminded):
             continue
-        if any(f"{inv.invoice_id}/{j}" in reminded for j in range(reached + 1, len(levels) + 1)):
+        if reminded and any(
+            f"{inv.invoice_id}/{j}" in reminded for j in range(reached + 1, len(levels) + 1)
+        ):
             continue
         if run.reminded is None:
-            run.reminded = {
-                k for k in reminded if k.split("/", 1)[0] in {i.invoice_id for i in counting}
-            }
+            run.reminded = _live_reminders(run, reminded)
         run.reminded.add(key)
         level = levels[reached - 1]
         reasons: list[Reason] = []
+        scope_id = "R-" + inv.invoice_id  # reminders open no case
+        held: list[Action] = []
         for index, spec in enumerate(level.actions):
-            run.actions.append(
-                _action(
-                    run,
-                    policy,
-                    "R-" + inv.invoice_id,  # reminders open no case
-                    spec,
-                    reached,
-                    level.name,
-                    1,
-                    index,
-                    [inv],
-                    reasons,
-                )
+            action = _action(
+                run, policy, scope_id, spec, reached, level.name, 1, index, [inv], reasons
             )
+            (held if spec.requires_approval else run.actions).append(action)
+        if held:
+            _hold(run, scope_id, reached, level.name, 1, held, reasons)
         run.event(
             EventKind.REMINDER_SCHEDULED,
             None,
@@ -1174,6 +1293,57 @@ def _pre_due(run: _Run, counting: list[Invoice]) -> None:
         )
 
 
+def _live_reminders(run: _Run, reminded: frozenset[str]) -> set[str]:
+    """The reminder keys still worth keeping: an invoice past its due date is never
+    reminded again, so its keys go. The keys of an invoice missing from the view
+    stay: a paid invoice leaves the view and comes back if the payment bounces."""
+    overdue = {inv.invoice_id for inv in run.view.invoices if inv.due_date < run.today}
+    if not overdue:
+        return set(reminded)
+    return {k for k in reminded if k.split("/", 1)[0] not in overdue}
+
+
+def _hold(
+    run: _Run,
+    scope_id: str,
+    level_no: int,
+    level_name: str,
+    entry: int,
+    held: list[Action],
+    reasons: list[Reason],
+) -> str:
+    """Hold actions that require approval in one pending approval; returns its id."""
+    approval_id = stable_id(scope_id, "approval", level_no, entry)
+    run.approvals.append(
+        _new_approval(
+            approval_id=approval_id,
+            account_id=run.view.account.account_id,
+            case_id=scope_id,
+            level=level_no,
+            level_name=level_name,
+            actions=tuple(held),
+            created_at=run.now,
+        )
+    )
+    run.event(
+        EventKind.APPROVAL_REQUESTED,
+        scope_id,
+        approval_id,
+        {
+            "approval_id": approval_id,
+            "level": level_no,
+            "actions": [_TYPE[a.type] for a in held],
+        },
+    )
+    reasons.append(
+        Reason(
+            "approval_required",
+            f"{len(held)} action(s) of level {level_no} wait for approval {approval_id}",
+        )
+    )
+    return approval_id
+
+
 def _explain(
     run: _Run,
     policy: Policy,
@@ -1187,27 +1357,96 @@ def _explain(
     threshold: Decimal | None = None,
     exit_threshold: Decimal | None = None,
 ) -> Explanation:
-    currency = run.view.account.currency
-    return Explanation(
-        case_id=case_id,
-        policy_id=policy.policy_id,
-        policy_version=policy.version,
-        selected_by=run.selected_by,
-        mode=policy.mode,
-        currency=currency,
-        balance=balance,
-        days_overdue=days,
-        threshold=threshold if threshold is not None else policy.threshold(currency),
-        exit_threshold=exit_threshold
-        if exit_threshold is not None
-        else policy.exit_threshold(currency),
-        level=level,
-        target_level=target,
-        reasons=reasons,
+    currency = run.currency
+    if exit_threshold is None:
+        limits = (run.facts if policy is run.policy else _facts(policy)).limits(currency)
+        threshold, exit_threshold = limits
+    return _new_explanation(
+        case_id,
+        policy.policy_id,
+        policy.version,
+        run.selected_by,
+        policy.mode,
+        currency,
+        balance,
+        days,
+        threshold,
+        exit_threshold,
+        level,
+        target,
+        reasons,
     )
 
 
 # --------------------------------------------------------------------- applying
+
+
+def move_case(
+    view: AccountView,
+    policy: Policy,
+    calendar: Calendar | None,
+    now: datetime,
+    *,
+    case_id: str,
+    level: int,
+    reason: str,
+    actor: str,
+) -> Decision:
+    """A person escalates a case to a higher level now.
+
+    The level is entered as the engine enters one (its entry count bumped, its
+    actions scheduled by the calendar and the contact caps, or held for
+    approval), with an audit event naming who moved it and why. A case never
+    goes down, so a level at or below the case's is refused, as are pre-due
+    levels and cases that are not active. `policy` is the version the case
+    runs on. The account is evaluated again at the next run.
+    """
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    now = now.astimezone(UTC)
+    account = view.account
+    tz = zone(account.timezone)
+    run = _Run(
+        view, policy, calendar, now, tz, _today(now, tz), None, _facts(policy), account.currency
+    )
+    case = next((c for c in view.cases if c.case_id == case_id), None)
+    if case is None:
+        raise LookupError(f"case {case_id} does not exist")
+    if case.status is not CaseStatus.ACTIVE:
+        raise ValueError(f"case {case_id} is {case.status.value}, not active")
+    if not 1 <= level <= len(policy.levels) or policy.levels[level - 1].is_pre_due:
+        raise ValueError(f"level {level} is not a dunning level of policy {policy.policy_id}")
+    if level <= case.level:
+        raise ValueError(f"case {case_id} is at level {case.level}: a case never goes down")
+    ids = set(case.invoice_ids)
+    scope = [i for i in view.invoices if i.invoice_id in ids and i.open_amount > 0]
+    balance = sum((i.open_amount for i in scope), ZERO)
+    oldest = min((i.due_date for i in scope), default=run.today)
+    days = max(0, (run.today - oldest).days)
+    reasons: list[Reason] = [
+        Reason("case_moved", f"moved from level {case.level} to level {level} by {actor}: {reason}")
+    ]
+    moved = _enter(run, policy, case, level, scope, balance, days, reasons, "moved by a person")
+    run.cases.append(moved)
+    run.events.insert(
+        0,
+        AuditEvent(
+            event_id=stable_id(
+                account.account_id, "case_moved", case_id, level, moved.entries[level]
+            ),
+            account_id=account.account_id,
+            at=now,
+            kind=EventKind.CASE_MOVED,
+            case_id=case_id,
+            data={"from_level": case.level, "to_level": level, "reason": reason},
+            actor=actor,
+        ),
+    )
+    run.explanations.append(
+        _explain(run, policy, case_id, balance, days, level, level, tuple(reasons))
+    )
+    run.next_at = now + timedelta(microseconds=1)
+    return _finish(run)
 
 
 def apply_decision(view: AccountView, decision: Decision) -> AccountView:

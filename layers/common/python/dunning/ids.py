@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
+from hashlib import blake2b
 
 
 def stable_id(*parts: object) -> str:
     """A short deterministic id (actions, audit events, approvals)."""
-    key = "|".join(map(str, parts))
-    return hashlib.blake2b(key.encode(), digest_size=12).hexdigest()
+    return blake2b("|".join(map(str, parts)).encode(), digest_size=12).hexdigest()
