@@ -536,3 +536,52 @@ def test_errors_share_one_shape_and_no_client_mistake_is_a_5xx(api: Api) -> None
         assert 400 <= response.status < 500, (response.status, response.text)
         body = response.json()
         assert set(body) == {"code", "message", "details"}
+
+
+def test_a_collector_escalates_a_case_and_its_level_runs(api: Api, stack: LocalCloud) -> None:
+    # Given a consumer case at the reminder level
+    case_id = _dunned(api, stack)
+    [case] = api.ok("GET", "/accounts/acc-1")["cases"]
+    level = case["level"]
+    stack.deliver()
+    # When a collector moves it two levels up with a reason
+    moved = api(
+        "POST",
+        f"/accounts/acc-1/cases/{case_id}/move",
+        "collector",
+        {"level": level + 2, "reason": "fraud suspected"},
+    )
+    assert moved.status == 200, moved.text
+    assert moved.json()["level"] == level + 2
+    # Then that level's action is scheduled and goes out with the next run
+    stack.evaluate(NOW + timedelta(minutes=15))
+    stack.deliver()
+    timeline = api.ok("GET", "/accounts/acc-1/timeline", query={"limit": "100"})["items"]
+    kinds = [e["kind"] for e in timeline]
+    assert "case_moved" in kinds
+    [entered] = [
+        e for e in timeline if e["kind"] == "level_entered" and e["data"]["level"] == level + 2
+    ]
+    assert entered["data"]["why"] == "moved by a person"
+    mover = next(e for e in timeline if e["kind"] == "case_moved")
+    assert mover["actor"] == "collector:local-user" and mover["data"]["reason"] == "fraud suspected"
+    delivered = [e for e in timeline if e["kind"] == "action_delivered"]
+    assert any(e["data"]["level"] == level + 2 for e in delivered)
+    # ... and a case never goes down, nor past the last level
+    down = api(
+        "POST",
+        f"/accounts/acc-1/cases/{case_id}/move",
+        "collector",
+        {"level": level, "reason": "x"},
+    )
+    assert down.status == 422 and down.json()["details"][0]["loc"] == ["body", "level"]
+    past = api(
+        "POST", f"/accounts/acc-1/cases/{case_id}/move", "collector", {"level": 99, "reason": "x"}
+    )
+    assert past.status == 422
+    assert (
+        api(
+            "POST", "/accounts/acc-1/cases/C-none/move", "collector", {"level": 3, "reason": "x"}
+        ).status
+        == 404
+    )

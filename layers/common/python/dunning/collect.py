@@ -17,12 +17,15 @@ from typing import Any
 
 from dunning.calendars import zone
 from dunning.engine import can_accept_promise, promise_deadline
+from dunning.engine import move_case as engine_move_case
 from dunning.ids import stable_id
 from dunning.model import (
     AccountView,
     AuditEvent,
+    Calendar,
     Case,
     CaseStatus,
+    Decision,
     EventKind,
     Installment,
     InvoiceStatus,
@@ -33,7 +36,7 @@ from dunning.model import (
     SuspensionStatus,
 )
 from dunning.money import check_amount
-from dunning.store.dynamo import Mutation
+from dunning.store.dynamo import Mutation, StoredView
 
 
 class CollectorError(ValueError):
@@ -333,6 +336,37 @@ def create_plan(
         },
     )
     return Mutation(new, (event,), result=plan)
+
+
+def move_case(
+    stored: StoredView,
+    policy: Policy,
+    calendar: Calendar | None,
+    *,
+    case_id: str,
+    level: int,
+    reason: str,
+    now: datetime,
+    actor: str,
+) -> Decision:
+    """Escalate a case to a higher level now (the engine enters the level and
+    schedules its actions); refusals are the collector's mistakes."""
+    try:
+        return engine_move_case(
+            stored.view,
+            policy,
+            calendar,
+            now,
+            case_id=case_id,
+            level=level,
+            reason=reason,
+            actor=actor,
+        )
+    except LookupError:
+        raise
+    except ValueError as err:
+        field = "level" if "level" in str(err) else None
+        raise CollectorError(str(err), field=field) from None
 
 
 def set_exclusions(

@@ -21,6 +21,7 @@ from botocore.exceptions import ClientError
 from pydantic import BaseModel, TypeAdapter
 
 from dunning.calendars import next_send_time, zone
+from dunning.engine import apply_decision
 from dunning.ids import stable_id
 from dunning.ledger import apply_payment, reverse_payment
 from dunning.model import (
@@ -760,6 +761,37 @@ class DynamoStore:
                     ) from None
                 continue
             return StoredView(mutation.view, stored.version + 1, stored.policy_id), mutation
+        raise ConflictError(f"account {account_id} keeps changing; try again")
+
+    def save_change(
+        self,
+        account_id: str,
+        change: Callable[[StoredView], Decision],
+        now: datetime,
+        *,
+        expected_version: int | None = None,
+    ) -> tuple[StoredView, Decision]:
+        """Decide with a pure function of the stored account (the engine called
+        by a person's request: a moved case) and write the decision like the
+        evaluator does, conditional on the account's version."""
+        for _attempt in range(5):
+            stored = self.get_view(account_id)
+            if expected_version is not None and stored.version != expected_version:
+                raise ConflictError(
+                    f"account {account_id} is at version {stored.version}, not {expected_version}",
+                    precondition=True,
+                )
+            decision = change(stored)
+            new_view = apply_decision(stored.view, decision)
+            try:
+                self.save_decision(stored, new_view, decision, now)
+            except ConflictError:
+                if expected_version is not None:
+                    raise ConflictError(
+                        f"account {account_id} changed meanwhile", precondition=True
+                    ) from None
+                continue
+            return StoredView(new_view, stored.version + 1, stored.policy_id), decision
         raise ConflictError(f"account {account_id} keeps changing; try again")
 
     # ---------------------------------------------------------- configuration

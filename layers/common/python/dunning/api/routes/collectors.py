@@ -36,6 +36,7 @@ from dunning.api.contracts import (
     CaseResponse,
     Id,
     LiftRequest,
+    MoveRequest,
     PlanRequest,
     PlanResponse,
     PromiseRequest,
@@ -48,9 +49,9 @@ from dunning.api.contracts import (
 )
 from dunning.api.idempotency import with_idempotency_key
 from dunning.api.policies import policy_for
-from dunning.model import AccountView, Installment, Policy, SuspensionKind
+from dunning.model import AccountView, Decision, Installment, Policy, SuspensionKind
 from dunning.queues import ACTION
-from dunning.store import Mutation
+from dunning.store import Mutation, StoredView
 from dunning.store.dynamo import APPROVAL
 
 router = Router()  # type: ignore[no-untyped-call]
@@ -224,6 +225,48 @@ def post_stop(
         if_match_header,
     )
     return ok(shapes.case(stopped), etag=version)
+
+
+@router.post(
+    "/accounts/<account_id>/cases/<case_id>/move",
+    summary="Escalate a case to a higher level now, with a reason; that level's actions run",
+    description="The level is entered as the engine enters one: its actions are scheduled "
+    "by the calendar and contact caps, or held for approval. A case never goes down: a "
+    "level at or below the case's is a 422 (suspend, lift or stop it instead).",
+    tags=TAGS,
+    middlewares=COLLECTOR,
+    responses=responses(200, CaseResponse, "Moved", NOT_FOUND, CONFLICT, PRECONDITION),
+)
+def post_move(
+    account_id: AccountId,
+    case_id: Annotated[Id, Path()],
+    body: MoveRequest,
+    if_match_header: IfMatch = None,
+) -> Response[Any]:
+    s = services(router)
+    actor = actor_of(router)
+    calendars = s.store.load_policy_book().calendars
+    now = s.clock()
+
+    def move(stored: StoredView) -> Decision:
+        policy = policy_for(s, stored.view, case_id)
+        calendar = calendars.get(policy.calendar_id) if policy.calendar_id else None
+        return collect.move_case(
+            stored,
+            policy,
+            calendar,
+            case_id=case_id,
+            level=body.level,
+            reason=body.reason,
+            now=now,
+            actor=actor,
+        )
+
+    stored, decision = s.store.save_change(
+        account_id, move, now, expected_version=if_match(if_match_header)
+    )
+    [moved] = decision.cases
+    return ok(shapes.case(moved), etag=stored.version)
 
 
 @router.post(
