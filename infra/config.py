@@ -63,6 +63,9 @@ class StageConfig(BaseModel):
     # Evaluation schedule (EventBridge Scheduler).
     # At most 12 h: the missing-run alarm looks at two periods, and an alarm sees one day at most.
     schedule_rate_minutes: Annotated[int, Field(ge=1, le=720)] = 15
+    # The reporter scans the whole table: about $0.16 per run at 1 million accounts
+    # (on-demand reads), so every 6 hours by default rather than hourly.
+    report_rate_minutes: Annotated[int, Field(ge=15, le=1440)] = 360
     schedule_time_zone: str = "UTC"
     shard_count: Annotated[int, Field(ge=1, le=1000)] = 16
     # Email: the From address, the SES identity that may send it (a domain or

@@ -5,7 +5,8 @@ EventBridge Scheduler fires `dispatch` every `schedule_rate_minutes` with
 is the evaluation time, so a retried or duplicated fire evaluates the same
 instant (and the dispatcher's run record stops the duplicate). The
 dispatcher enqueues one task per shard; `worker` consumes them one per
-invocation, so shards run in parallel. An hourly schedule fires `report`.
+invocation, so shards run in parallel. A slower schedule (`report_rate_minutes`,
+6 hours by default) fires `report`.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from infra.nag import acknowledge
 
 # The evaluation instant is the scheduled time, never the invocation's clock.
 SCHEDULE_INPUT = {"scheduled_time": "<aws.scheduler.scheduled-time>"}
-REPORT_RATE_MINUTES = 60
 # A failed invocation is retried for up to this long, then goes to the DLQ; the
 # next fire evaluates anyway (everything due stays in the due index).
 SCHEDULE_MAX_EVENT_AGE_S = 600
@@ -108,7 +108,7 @@ class Evaluate(Construct):
                 "TABLE_NAME": data.table.table_name,
                 "SHARD_COUNT": str(config.shard_count),
             },
-            description="publishes the portfolio's hourly gauges",
+            description="publishes the portfolio's gauges",
         )
         data.grant_table(
             self.report.role,
@@ -160,9 +160,9 @@ class Evaluate(Construct):
         self.report_schedule = self._schedule(
             "ReportSchedule",
             self.report,
-            f"rate({_rate(REPORT_RATE_MINUTES)})",
+            f"rate({_rate(config.report_rate_minutes)})",
             config,
-            "fires the hourly portfolio report",
+            "fires the portfolio report",
         )
 
     def _schedule(

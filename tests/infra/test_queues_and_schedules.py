@@ -96,7 +96,7 @@ def test_schedules_rate_time_zone_input_retries_dlq(synth: Synth, variant: Synth
     schedules = _schedules(synth)
     assert schedules["dispatch"]["ScheduleExpression"] == "rate(15 minutes)"
     assert schedules["dispatch"]["ScheduleExpressionTimezone"] == "UTC"
-    assert schedules["report"]["ScheduleExpression"] == "rate(1 hour)"
+    assert schedules["report"]["ScheduleExpression"] == "rate(6 hours)"
     dlq = synth.logical_id(synth.stack.evaluate.schedule_dlq)
     for props in schedules.values():
         target = props["Target"]
