@@ -1,4 +1,5 @@
-"""Evaluator Lambdas: the dispatcher (EventBridge Scheduler) and the shard worker (SQS).
+"""Evaluator Lambdas: the dispatcher (EventBridge Scheduler), the shard worker (SQS)
+and the reporter (EventBridge Scheduler: the portfolio's gauges).
 
 Thin: parse the event, call `dunning.evaluation.Evaluator`, shape the response,
 publish metrics. The scheduled time in the event is the evaluation instant,
@@ -21,12 +22,12 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from dunning import aws, clock
+from dunning import aws, clock, reports
 from dunning.evaluation import Evaluator, ShardResult, ShardTask
 from dunning.model import Channel
 from dunning.observability import count, logger, metrics, tracer
 from dunning.queues import SqsActionQueue
-from dunning.settings import evaluate_settings
+from dunning.settings import evaluate_settings, report_settings
 from dunning.store import DynamoStore, PolicyBook
 
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
@@ -121,3 +122,24 @@ def worker(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureR
         evaluator.flush(clock.now(), tail)
         for channel, queued in tail.actions_queued.items():
             count("ActionsQueued", queued, channel=channel)
+
+
+@lru_cache(maxsize=1)
+def build_report_store() -> DynamoStore:
+    s = report_settings()
+    return DynamoStore(aws.dynamodb(), s.TABLE_NAME, s.SHARD_COUNT)
+
+
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+def report(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """Summarize the portfolio at the scheduled time and publish its gauges (EMF)."""
+    at = scheduled_time(event)
+    logger.append_keys(as_of=at.isoformat())
+    summary = reports.report(build_report_store(), at)
+    logger.info(
+        "portfolio reported",
+        extra={"open_cases": summary.open_cases, "outstanding": summary.outstanding},
+    )
+    return {"at": at.isoformat(), "open_cases": summary.open_cases}

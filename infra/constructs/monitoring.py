@@ -201,8 +201,8 @@ class Monitoring(Construct):
     def _business_widgets(self) -> None:
         self.dashboard.add_widgets(
             cw.TextWidget(
-                markdown="# Dunning: the portfolio\nHourly gauges from the reporter; "
-                "deliveries by channel, level and outcome.",
+                markdown="# Dunning: the portfolio\nGauges from the scheduled reporter (every "
+                "`report_rate_minutes`); deliveries by channel, level and outcome.",
                 width=WIDTH,
                 height=2,
             )

@@ -97,6 +97,7 @@ COMMON_ERRORS: dict[int, dict[str, Any]] = {
     401: _error_content("No credentials"),
     403: _error_content("The caller's role may not use this route"),
     422: _error_content("The request is well formed but invalid; details say where"),
+    503: _error_content("Busy (throttled): try again after Retry-After seconds"),
 }
 NOT_FOUND = {404: _error_content("The resource does not exist")}
 CONFLICT = {409: _error_content("The resource's state refuses the request")}
