@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: install lint format typecheck unit test bench clean layer synth deploy demo serve
+.PHONY: install lint format typecheck unit test bench clean layer synth deploy demo serve openapi
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -68,6 +68,10 @@ demo: $(STAMP)
 # The API on 127.0.0.1:8080 over the same emulation (Swagger UI at /v1/docs).
 serve: $(STAMP)
 	$(BIN)/dunning serve
+
+# The API's OpenAPI document, committed (a test fails when it is stale).
+openapi: $(STAMP)
+	$(BIN)/python -m dunning.api.export docs/openapi.json
 
 # Every benchmark (engine, pipeline, actions), then one table of their figures.
 bench: $(STAMP)

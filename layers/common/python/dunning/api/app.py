@@ -17,10 +17,11 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 from aws_lambda_powertools.event_handler.openapi.models import Server
 from pydantic import ValidationError
 
-from dunning.api.common import ApiError, detail, error_response
+from dunning.api.common import JSON, ApiError, detail, error_response
 from dunning.api.routes import analysis, billing, collectors, config, reading
 from dunning.collect import CollectorError
 from dunning.ledger import LedgerError
+from dunning.money import CurrencyMismatchError
 from dunning.observability import logger
 from dunning.selection import NoPolicyError
 from dunning.store import ConflictError, NotFoundError, RetryableError
@@ -88,6 +89,10 @@ def _handle(err: Exception) -> Response[Any]:
         return error_response(ApiError(409, "conflict", str(err)))
     if isinstance(err, NoPolicyError):
         return error_response(ApiError(409, "not_covered", str(err)))
+    if isinstance(err, CurrencyMismatchError):  # a payment in another currency than the account's
+        return error_response(
+            ApiError(422, "validation_error", str(err), [detail(["body", "currency"], str(err))])
+        )
     if isinstance(err, LedgerError):
         return error_response(
             ApiError(422, "validation_error", str(err), [detail(["body"], str(err))])
@@ -111,36 +116,58 @@ def build_app() -> APIGatewayRestResolver:
     def not_found(_: Exception) -> Response[Any]:
         return error_response(ApiError(404, "not_found", "no such route"))
 
-    def limit_body(app_: APIGatewayRestResolver, next_middleware: Any) -> Response[Any]:
-        body = app_.current_event.body or ""
-        if len(body.encode()) > MAX_BODY_BYTES:
-            return error_response(
-                ApiError(413, "payload_too_large", f"bodies are at most {MAX_BODY_BYTES} bytes")
-            )
-        return next_middleware(app_)  # type: ignore[no-any-return]
-
-    app.use([limit_body])
     _authorize_before_validation(app)
     app.enable_swagger(path=f"{PREFIX}/docs", title=TITLE, version=VERSION, description=DESCRIPTION)
     return app
 
 
+def _refuse_body(app_: Any) -> Response[Any] | None:
+    """413 for a body over the limit; 415 for a body that is not JSON on a route
+    that reads one (Powertools would parse forms, or fail on other types)."""
+    event = app_.current_event
+    body = event.body or ""
+    if len(body.encode()) > MAX_BODY_BYTES:
+        return error_response(
+            ApiError(413, "payload_too_large", f"bodies are at most {MAX_BODY_BYTES} bytes")
+        )
+    route = app_.context.get("_route")
+    if not getattr(getattr(route, "dependant", None), "body_params", None):
+        return None
+    content_type = (event.headers.get("content-type") or "").strip()
+    if content_type and not content_type.lower().startswith(JSON):
+        return error_response(
+            ApiError(
+                415,
+                "unsupported_media_type",
+                "the body must be JSON (Content-Type: application/json)",
+                [detail(["header", "Content-Type"], f"not JSON: {content_type[:100]}")],
+            )
+        )
+    return None
+
+
 def _authorize_before_validation(app: APIGatewayRestResolver) -> None:
-    """Run a route's role check before Powertools validates the request.
+    """Run a route's role check, then the body's size and media type, before
+    Powertools validates the request.
 
     Powertools puts request validation first in every route's middleware
     stack, which would answer an unauthorised caller with a 422 describing the
     body it expected. This wraps that middleware so the route's role check
-    (the middlewares marked `role_check` by `require`) answers 401/403 first.
+    (the middlewares marked `role_check` by `require`) answers 401/403 first,
+    then a body too large (413) or not JSON (415), then validation (422).
     """
     validate = app._request_validation_middleware
+
+    def admit_then_validate(app_: Any, next_middleware: Any) -> Any:
+        refused = _refuse_body(app_)
+        return refused if refused is not None else validate(app_, next_middleware)
 
     def authorize_then_validate(app_: Any, next_middleware: Any) -> Any:
         route = app_.context.get("_route")
         for check in getattr(route, "middlewares", None) or []:
             if getattr(check, "role_check", False):
-                return check(app_, lambda a: validate(a, next_middleware))
-        return validate(app_, next_middleware)
+                return check(app_, lambda a: admit_then_validate(a, next_middleware))
+        return admit_then_validate(app_, next_middleware)
 
     app._request_validation_middleware = authorize_then_validate  # type: ignore[assignment]
 
@@ -148,6 +175,79 @@ def _authorize_before_validation(app: APIGatewayRestResolver) -> None:
 @cache
 def app() -> APIGatewayRestResolver:
     return build_app()
+
+
+SECURITY_SCHEME = "cognito"
+ERROR_REF = "#/components/schemas/ErrorResponse"
+# Schemas Powertools adds for its own validation errors; this API answers them with
+# `ErrorResponse` (see `_handle`), so the document must not name them.
+_POWERTOOLS_SCHEMAS = ("HTTPValidationError", "ValidationError", "ResponseValidationError")
+
+
+def _refs(node: Any) -> set[str]:
+    if isinstance(node, dict):
+        found = {node["$ref"]} if isinstance(node.get("$ref"), str) else set()
+        for value in node.values():
+            found |= _refs(value)
+        return found
+    if isinstance(node, list):
+        return set().union(*(_refs(v) for v in node)) if node else set()
+    return set()
+
+
+def _tidy(document: dict[str, Any]) -> dict[str, Any]:
+    """What Powertools generates, corrected where it does not say what the API does.
+
+    - A response declared without a model (204) gets Powertools' return schema
+      (`{"title": "Return"}`) as JSON content: it has no body, so no content.
+    - Powertools registers its own validation-error schemas even when every 422
+      is ours: they are dropped once nothing refers to them.
+    - A path parameter that its route's pattern refuses answers 404 (no such
+      route): every operation with path parameters declares the 404.
+    - A body too large (413) or not JSON (415) is refused before validation
+      (`_refuse_body`): every operation with a request body declares both.
+    - The Cognito bearer token every route needs is declared as a security scheme.
+    """
+
+    def error(description: str) -> dict[str, Any]:
+        return {"description": description, "content": {JSON: {"schema": {"$ref": ERROR_REF}}}}
+
+    for path, operations in document.get("paths", {}).items():
+        for operation in operations.values():
+            declared = operation["responses"]
+            if "{" in path:
+                declared.setdefault(
+                    "404", error("No such resource (or a path parameter out of its pattern)")
+                )
+            if "requestBody" in operation:
+                declared.setdefault("413", error(f"The body is over {MAX_BODY_BYTES} bytes"))
+                declared.setdefault("415", error("The body is not application/json"))
+            for status, response in operation.get("responses", {}).items():
+                content = response.get("content")
+                if status == "204" or content == {JSON: {"schema": {"title": "Return"}}}:
+                    response.pop("content", None)
+            operation.setdefault("security", [{SECURITY_SCHEME: []}])
+    components = document.setdefault("components", {})
+    schemas = components.get("schemas", {})
+    used = {r.rsplit("/", 1)[1] for r in _refs(document.get("paths", {}))}
+    while more := {r.rsplit("/", 1)[1] for n in used if n in schemas for r in _refs(schemas[n])}:
+        if more <= used:
+            break
+        used |= more
+    for name in _POWERTOOLS_SCHEMAS:
+        if name not in used:
+            schemas.pop(name, None)
+    components["securitySchemes"] = {
+        SECURITY_SCHEME: {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "JWT",
+            "description": "A Cognito access token (people: user groups admin, collector, "
+            "billing, viewer; machine clients: a `dunning/<role>` scope). Locally "
+            "(`dunning serve`): `Bearer local:<role>`.",
+        }
+    }
+    return document
 
 
 def openapi_document() -> dict[str, Any]:
@@ -159,4 +259,4 @@ def openapi_document() -> dict[str, Any]:
         servers=[Server(url="/")],
     )
     document: dict[str, Any] = json.loads(schema)
-    return document
+    return _tidy(document)
