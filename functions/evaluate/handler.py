@@ -89,6 +89,7 @@ def _record_handler(record: SQSRecord, context: LambdaContext, book: PolicyBook)
     metrics.add_metric(name="CasesRecovered", unit=MetricUnit.Count, value=result.recovered)
     metrics.add_metric(name="ApprovalsRequested", unit=MetricUnit.Count, value=result.approvals)
     metrics.add_metric(name="OutboxResent", unit=MetricUnit.Count, value=result.outbox_resent)
+    metrics.add_metric(name="DecisionsTooLarge", unit=MetricUnit.Count, value=result.too_large)
     for channel, queued in result.actions_queued.items():
         count("ActionsQueued", queued, channel=channel)
     logger.info(

@@ -1,6 +1,6 @@
 """Rule 5: exactly once. Same inputs, same decision; applied decisions are not repeated.
 
-Action ids derive from (case, level, entry count, action index) only: a retried
+Action ids derive from (account, case, level, entry count, action index) only: a retried
 batch, a later re-run or a replay produces the same ids, and no two different
 actions share one.
 """
@@ -33,7 +33,7 @@ from dunning.model import (
     Suspension,
     SuspensionKind,
 )
-from tests.builders import calendar, email, invoice, level, policy, view
+from tests.builders import account, calendar, email, invoice, level, policy, view
 
 DUE = date(2026, 1, 2)
 Scenario = tuple[AccountView, Policy, Calendar | None, datetime]
@@ -238,6 +238,39 @@ def test_action_ids_differ_by_case_level_entry_and_index() -> None:
     assert {k[0] for k in ids} == {"I-i1", "I-i2"}
     assert len(ids) == 2 * 7
     assert len(set(ids.values())) == len(ids)
+
+
+@pytest.mark.parametrize("mode", [Mode.INVOICE, Mode.CUSTOMER])
+def test_two_accounts_with_the_same_invoice_ids_share_no_action_or_approval_id(
+    mode: Mode,
+) -> None:
+    # Given two accounts whose billing system numbers invoices per account (both "inv-1"),
+    # on a level whose actions need approval and one that does not
+    p = policy(
+        mode=mode,
+        levels=(
+            level(
+                "first",
+                10,
+                email("r"),
+                ActionSpec(type=ActionType.SMS, template="s", requires_approval=True),
+            ),
+        ),
+    )
+    decisions = [
+        decide(
+            view(invoice("inv-1", "100.00", DUE, account_id=a), account=account(account_id=a)),
+            p,
+            None,
+            on_day(12),
+        )
+        for a in ("acc-a", "acc-b")
+    ]
+    # Then their action and approval ids differ (delivery dedupes on the action id)
+    first, second = ({a.action_id for a in d.actions} for d in decisions)
+    assert first and second and not first & second
+    held_a, held_b = ({ap.approval_id for ap in d.approvals} for d in decisions)
+    assert held_a and held_b and not held_a & held_b
 
 
 def test_a_reopened_case_reuses_no_action_id() -> None:

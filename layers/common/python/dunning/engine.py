@@ -70,6 +70,10 @@ from dunning.model import (
 
 ZERO = Decimal(0)
 REINSTATEMENT_LEVEL = 0
+# Writes (cases, actions, approvals ...) after which a decision takes on no more
+# scopes: one scope adds at most a case, MAX_LEVEL_ACTIONS actions and a few
+# records, so a decision stays well inside one 100-write transaction.
+WRITE_BUDGET = 60
 _T = TypeVar("_T")
 
 
@@ -222,6 +226,7 @@ class _Run:
     reminded: set[str] | None = None
     next_at: datetime | None = None
     send_at: datetime | None = None  # the calendar's first sending instant from `now`
+    more: bool = False  # the write budget stopped the decision short (`_over_budget`)
 
     def wake(self, instant: datetime | None) -> None:
         if (
@@ -306,17 +311,68 @@ def decide(
         by_id = {c.case_id: c for c in view.cases}
         for inv in counting:
             if inv.due_date < run.today:
+                if _over_budget(run):
+                    break
                 _decide_scope(run, [inv], by_id.get(case_id_for(Mode.INVOICE, inv.invoice_id)))
         # Open invoice-mode cases whose invoice no longer counts (paid, disputed...).
         counted = {case_id_for(Mode.INVOICE, inv.invoice_id) for inv in counting}
         for case in view.cases:
             if case.is_open and case.case_id not in counted:
+                if _over_budget(run):
+                    break
                 _decide_scope(run, [], case)
     if counting:
         _pre_due(run, counting)
     if not run.explanations:
         run.explanations.append(_idle(run))
+    if run.more:
+        run.next_at = now  # the rest of the account, decided again at this same instant
+        run.explanations.append(_more_explanation(run))
     return _finish(run)
+
+
+def _over_budget(run: _Run) -> bool:
+    """Whether this decision has written enough to stop taking on more scopes.
+
+    One decision is written in one DynamoDB transaction (at most 100 writes). A
+    decision stops starting new scopes (invoice-mode cases, pre-due reminders)
+    once it holds `WRITE_BUDGET` writes, and says so (`Decision.more`): the
+    caller decides the same account again at the same instant, which finds the
+    scopes already decided unchanged and takes on the next ones.
+    """
+    if run.more:
+        return True
+    writes = (
+        len(run.cases)
+        + len(run.actions)
+        + len(run.approvals)
+        + len(run.cancelled)
+        + len(run.suspensions)
+        + len(run.plans)
+        + len(run.invoices)
+    )
+    if writes >= WRITE_BUDGET:
+        run.more = True
+    return run.more
+
+
+def _more_explanation(run: _Run) -> Explanation:
+    return _explain(
+        run,
+        run.policy,
+        None,
+        ZERO,
+        0,
+        0,
+        0,
+        (
+            Reason(
+                "decision_continues",
+                f"this decision holds {WRITE_BUDGET}+ writes (one transaction holds 100): "
+                "the account's remaining invoices are decided right after, at the same instant",
+            ),
+        ),
+    )
 
 
 @lru_cache(maxsize=4096)
@@ -352,6 +408,7 @@ def _finish(run: _Run) -> Decision:
         tuple(run.events),
         run.next_at,
         tuple(run.explanations),
+        run.more,
     )
 
 
@@ -914,7 +971,8 @@ def _action(
     apply_calendar: bool = True,
 ) -> Action:
     account = run.view.account
-    action_id = stable_id(case_id, level_no, entry, index)
+    # Case ids are named after invoices, which are unique per account only.
+    action_id = stable_id(account.account_id, case_id, level_no, entry, index)
     not_before = run.now
     if apply_calendar:
         send_at = run.send_at
@@ -1260,6 +1318,8 @@ def _pre_due(run: _Run, counting: list[Invoice]) -> None:
             f"{inv.invoice_id}/{j}" in reminded for j in range(reached + 1, len(levels) + 1)
         ):
             continue
+        if _over_budget(run):
+            break
         if run.reminded is None:
             run.reminded = _live_reminders(run, reminded)
         run.reminded.add(key)
@@ -1313,7 +1373,7 @@ def _hold(
     reasons: list[Reason],
 ) -> str:
     """Hold actions that require approval in one pending approval; returns its id."""
-    approval_id = stable_id(scope_id, "approval", level_no, entry)
+    approval_id = stable_id(run.view.account.account_id, scope_id, "approval", level_no, entry)
     run.approvals.append(
         _new_approval(
             approval_id=approval_id,

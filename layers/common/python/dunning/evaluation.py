@@ -27,10 +27,17 @@ from dunning.ids import stable_id
 from dunning.model import AccountView, Action, Decision, EventKind, Policy
 from dunning.observability import logger
 from dunning.selection import NoPolicyError, select_policy
-from dunning.store import ConflictError, DynamoStore, PolicyBook, StoredView
+from dunning.store import (
+    ConflictError,
+    DecisionTooLargeError,
+    DynamoStore,
+    PolicyBook,
+    StoredView,
+)
 from dunning.store.schema import iso
 
 CONFLICT_RETRIES = 3
+MAX_PASSES = 50  # decisions of one account at one instant (`Decision.more`)
 SQS_BATCH = 10
 MARK_BATCH = 25  # BatchWriteItem size
 
@@ -63,6 +70,8 @@ class ShardResult:
     conflicts_retried: int = 0
     not_covered: int = 0
     outbox_resent: int = 0
+    extra_passes: int = 0  # decisions continued at the same instant (`Decision.more`)
+    too_large: int = 0  # decisions that did not fit one transaction (left due)
     actions_queued: Counter[str] = field(default_factory=Counter)
     actions_deferred: int = 0
     continuation: ShardTask | None = None
@@ -240,7 +249,41 @@ class Evaluator:
     def _evaluate(
         self, stored: StoredView, as_of: datetime, book: PolicyBook, result: ShardResult
     ) -> list[Action]:
-        """Decide and write one account; returns its actions due now."""
+        """Decide and write one account; returns its actions due now.
+
+        A decision that stopped at the engine's write budget (`Decision.more`)
+        is written, then the account is read back and decided again at the same
+        instant, until nothing more is left (at most `MAX_PASSES` times)."""
+        ready: list[Action] = []
+        for passes in range(1, MAX_PASSES + 1):
+            decision = self._decide_and_write(stored, as_of, book, result)
+            if decision is None:
+                return ready
+            if passes == 1:
+                result.evaluated += 1
+                if decision.changed:
+                    result.changed += 1
+            for event in decision.events:
+                if event.kind is EventKind.LEVEL_ENTERED:
+                    result.level_changes += 1
+                elif event.kind is EventKind.CASE_RECOVERED:
+                    result.recovered += 1
+            result.approvals += len(decision.approvals)
+            now_due = [a for a in decision.actions if a.not_before <= as_of]
+            result.actions_deferred += len(decision.actions) - len(now_due)
+            ready += now_due
+            if not decision.more:
+                break
+            result.extra_passes += 1
+            stored = self.store.get_view(stored.view.account.account_id)
+        return ready
+
+    def _decide_and_write(
+        self, stored: StoredView, as_of: datetime, book: PolicyBook, result: ShardResult
+    ) -> Decision | None:
+        """One decision for one account, written conditionally (re-decided on a
+        conflict). None when nothing could be written: no policy covers the
+        account, or the decision does not fit in one transaction."""
         account_id = stored.view.account.account_id
         for attempt in range(CONFLICT_RETRIES + 1):
             try:
@@ -249,7 +292,7 @@ class Evaluator:
                 result.not_covered += 1
                 logger.warning("no policy", extra={"account_id": account_id, "error": str(err)})
                 self.store.save_due_only(stored, None, as_of)
-                return []
+                return None
             try:
                 if decision.changed or decision.events:
                     self.store.save_decision(stored, new_view, decision, as_of)
@@ -261,16 +304,13 @@ class Evaluator:
                 result.conflicts_retried += 1
                 stored = self.store.get_view(account_id)
                 continue
-            break
-        result.evaluated += 1
-        if decision.changed:
-            result.changed += 1
-        for event in decision.events:
-            if event.kind is EventKind.LEVEL_ENTERED:
-                result.level_changes += 1
-            elif event.kind is EventKind.CASE_RECOVERED:
-                result.recovered += 1
-        result.approvals += len(decision.approvals)
-        ready = [a for a in decision.actions if a.not_before <= as_of]
-        result.actions_deferred += len(decision.actions) - len(ready)
-        return ready
+            except DecisionTooLargeError as err:
+                # Nothing is written; the account stays due and is tried again by
+                # the next run, while the rest of the shard goes on (alarm metric).
+                result.too_large += 1
+                logger.error(
+                    "decision too large", extra={"account_id": account_id, "error": str(err)}
+                )
+                return None
+            return decision
+        raise AssertionError("unreachable")  # the last attempt returns or raises

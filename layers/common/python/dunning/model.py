@@ -35,6 +35,7 @@ from pydantic import (
 from dunning.money import MINOR_UNITS, CurrencyCode, check_amount, minor_unit
 
 DEFAULT_MAX_LEVELS = 15
+MAX_LEVEL_ACTIONS = 10  # one level's actions fit one decision's transaction
 
 # Ids are embedded in DynamoDB keys joined by '#', so '#' is never allowed.
 Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$")]
@@ -207,7 +208,7 @@ class Level(Frozen):
     days: Annotated[int, Field(ge=-365, le=3650)]
     # Optional minimum overdue balance, per currency, for this level to fire.
     min_amount: CurrencyAmounts = Field(default_factory=dict)
-    actions: tuple[ActionSpec, ...] = ()
+    actions: Annotated[tuple[ActionSpec, ...], Field(max_length=MAX_LEVEL_ACTIONS)] = ()
     # A level that suspended service may say: do not restore on recovery.
     skip_reinstatement: bool = False
 
@@ -287,9 +288,9 @@ class Policy(Frozen):
     catch_up: CatchUp = CatchUp.LATEST_ONLY
     min_gap_days: Annotated[int, Field(ge=0, le=365)] = 0
     calendar_id: Id | None = None
-    reinstatement_actions: tuple[ActionSpec, ...] = (
-        ActionSpec(type=ActionType.RESTORE_SERVICE, target="provisioning"),
-    )
+    reinstatement_actions: Annotated[
+        tuple[ActionSpec, ...], Field(max_length=MAX_LEVEL_ACTIONS)
+    ] = (ActionSpec(type=ActionType.RESTORE_SERVICE, target="provisioning"),)
     contact_caps: tuple[ContactCap, ...] = ()
     suspension_profiles: dict[SuspensionKind, SuspensionProfile] = Field(
         default_factory=lambda: dict(DEFAULT_SUSPENSION_PROFILES)
@@ -723,6 +724,9 @@ class Decision:
     events: tuple[AuditEvent, ...] = ()
     next_evaluation_at: datetime | None = None
     explanations: tuple[Explanation, ...] = ()
+    # The write budget stopped this decision short: decide the account again at
+    # the same instant once this one is written (engine.WRITE_BUDGET).
+    more: bool = False
 
     @property
     def changed(self) -> bool:
@@ -741,6 +745,7 @@ class Decision:
 
 __all__ = [
     "DEFAULT_MAX_LEVELS",
+    "MAX_LEVEL_ACTIONS",
     "MINOR_UNITS",
     "Account",
     "AccountView",

@@ -57,7 +57,7 @@ from pydantic import BaseModel, ConfigDict
 
 from dunning.calendars import zone
 from dunning.engine import PolicyUnavailableError, apply_decision, decide
-from dunning.evaluation import Evaluator
+from dunning.evaluation import MAX_PASSES, Evaluator
 from dunning.ledger import apply_payment
 from dunning.model import (
     OPEN_CASE_STATUSES,
@@ -619,34 +619,40 @@ def simulate(
             due_at = due[account_id]
             if due_at is None or due_at > at:
                 continue
-            stored = accounts[account_id]
-            try:
-                if draft_for_all is not None:
-                    calendar = (
-                        effective.calendars.get(draft_for_all.calendar_id)
-                        if draft_for_all.calendar_id
-                        else None
-                    )
-                    decision = decide(
-                        stored.view, draft_for_all, calendar, at, selected_by="simulation"
-                    )
-                    new_view = apply_decision(stored.view, decision)
-                else:
-                    decision, new_view = selector.decide_stored(stored, at, effective)
-            except NoPolicyError:
-                tally.not_covered += 1
-                due[account_id] = None
-                continue
-            except PolicyUnavailableError:
-                tally.failed += 1
-                failed.append(account_id)
-                due[account_id] = None
-                continue
-            tally.evaluated += 1
-            if decision.changed or decision.events:
-                accounts[account_id] = replace(stored, view=prune_view(new_view))
-            due[account_id] = decision.next_evaluation_at
-            outbox += tally.count_decision(decision, at)
+            # A decision stopped at the engine's write budget is decided again at
+            # the same instant, as the evaluator does (`Decision.more`).
+            for passes in range(1, MAX_PASSES + 1):
+                stored = accounts[account_id]
+                try:
+                    if draft_for_all is not None:
+                        calendar = (
+                            effective.calendars.get(draft_for_all.calendar_id)
+                            if draft_for_all.calendar_id
+                            else None
+                        )
+                        decision = decide(
+                            stored.view, draft_for_all, calendar, at, selected_by="simulation"
+                        )
+                        new_view = apply_decision(stored.view, decision)
+                    else:
+                        decision, new_view = selector.decide_stored(stored, at, effective)
+                except NoPolicyError:
+                    tally.not_covered += 1
+                    due[account_id] = None
+                    break
+                except PolicyUnavailableError:
+                    tally.failed += 1
+                    failed.append(account_id)
+                    due[account_id] = None
+                    break
+                if passes == 1:
+                    tally.evaluated += 1
+                if decision.changed or decision.events:
+                    accounts[account_id] = replace(stored, view=prune_view(new_view))
+                due[account_id] = decision.next_evaluation_at
+                outbox += tally.count_decision(decision, at)
+                if not decision.more:
+                    break
         open_cases, by_level, per_currency = _open_positions(
             (s.view for s in accounts.values()), names
         )

@@ -8,12 +8,19 @@ from dunning.store.dynamo import (
     StoredView,
     WriteResult,
 )
-from dunning.store.errors import ConflictError, NotFoundError, RetryableError, StoreError
+from dunning.store.errors import (
+    ConflictError,
+    DecisionTooLargeError,
+    NotFoundError,
+    RetryableError,
+    StoreError,
+)
 from dunning.store.schema import TABLE, TableDefinition
 
 __all__ = [
     "TABLE",
     "ConflictError",
+    "DecisionTooLargeError",
     "DuePage",
     "DynamoStore",
     "Mutation",

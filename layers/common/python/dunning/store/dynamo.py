@@ -49,7 +49,12 @@ from dunning.model import (
     Suspension,
     SuspensionStatus,
 )
-from dunning.store.errors import ConflictError, NotFoundError, RetryableError
+from dunning.store.errors import (
+    ConflictError,
+    DecisionTooLargeError,
+    NotFoundError,
+    RetryableError,
+)
 from dunning.store.schema import (
     DUE_AT,
     DUE_INDEX,
@@ -1012,7 +1017,10 @@ class DynamoStore:
         events = [self._event_put(e, n) for n, e in enumerate(explained(decision))]
         room = MAX_TRANSACTION_ITEMS - len(items)
         if room < 0:
-            raise ValueError(f"decision for {account_id} needs {len(items)} writes (max 100)")
+            raise DecisionTooLargeError(
+                f"decision for {account_id} needs {len(items)} writes "
+                f"(one transaction holds {MAX_TRANSACTION_ITEMS})"
+            )
         if len(events) > room:
             return items + events[:room], events[room:]
         return items + events, []

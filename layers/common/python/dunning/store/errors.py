@@ -36,3 +36,11 @@ class NotFoundError(StoreError):
 
 class RetryableError(StoreError):
     """Throttling or a transient service error: try again later."""
+
+
+class DecisionTooLargeError(StoreError):
+    """A decision needs more writes than one transaction holds (100).
+
+    The engine keeps decisions inside its write budget (`engine.WRITE_BUDGET`);
+    this is the guard for what the budget cannot bound (a broken payment plan
+    freeing hundreds of invoices at once)."""
