@@ -61,6 +61,18 @@ synth: $(STAMP) $(LAYER_STAMP) node_modules/.installed
 deploy: $(STAMP) $(LAYER_STAMP) node_modules/.installed
 	$(CDK) deploy --require-approval broadening $(CDK_ARGS)
 
+# Once per account and region, before the first deploy; with the same CDK_ARGS as
+# deploy (the app names the account and region), or an explicit environment:
+# make bootstrap CDK_ARGS="aws://123456789012/eu-west-1".
+.PHONY: bootstrap destroy
+bootstrap: $(STAMP) $(LAYER_STAMP) node_modules/.installed
+	$(CDK) bootstrap $(CDK_ARGS)
+
+# Deletes the stage's stack after asking (add --force to CDK_ARGS to skip the
+# question), e.g. make destroy CDK_ARGS="-c stage=test"; what survives: docs/deploy.md.
+destroy: $(STAMP) $(LAYER_STAMP) node_modules/.installed
+	$(CDK) destroy $(CDK_ARGS)
+
 # The README's first command: months of dunning on an in-process AWS (moto).
 demo: $(STAMP)
 	$(BIN)/dunning demo

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -42,8 +43,10 @@ def copy_package(target: Path) -> Path:
     return destination
 
 
-def install_dependencies(target: Path, python_version: str) -> None:
-    command = [
+def pip_command(target: Path, python_version: str, requirements: Sequence[str]) -> list[str]:
+    """The pip invocation that puts `requirements` into `<target>/python` as wheels for
+    the functions (CPython `python_version` on manylinux arm64), whatever this machine is."""
+    return [
         sys.executable,
         "-m",
         "pip",
@@ -57,11 +60,15 @@ def install_dependencies(target: Path, python_version: str) -> None:
         "cp",
         "--python-version",
         python_version,
-        "--only-binary=:all:",
+        "--only-binary=:all:",  # wheels only: an sdist would build for this machine
         "--target",
         str(target / "python"),
-        *runtime_dependencies(),
+        *requirements,
     ]
+
+
+def install_dependencies(target: Path, python_version: str) -> None:
+    command = pip_command(target, python_version, runtime_dependencies())
     subprocess.run(command, check=True)  # noqa: S603 (fixed arguments, our own interpreter)
     # Console scripts of the wheels (pybabel, jp.py): nothing imports them.
     shutil.rmtree(target / "python" / "bin", ignore_errors=True)

@@ -10,6 +10,20 @@ enforces the role of each route (from `cognito:groups` for people, from the
 
 The human client cannot request the `dunning/*` scopes (it has no OAuth
 flows), so a person's role only ever comes from their groups.
+
+Request validation is split in two. API Gateway's request validator checks
+the request parameters of the one method, `ANY /v1/{proxy+}`, and the only
+one declared is the required `Authorization` header; with the Cognito
+authorizer, a request without a valid token never reaches the function. The
+body is not validated there: a proxy method carries no request model (one model
+cannot describe every route behind `{proxy+}`), so `validate_request_body`
+has nothing to check. The function validates every body and path, query and
+header parameter against its route's pydantic model (Powertools
+`APIGatewayRestResolver(enable_validation=True)`, the same models that
+generate `docs/openapi.json`), after the route's role check and the body's
+size and media-type checks: 401/403, then 413/415, then 422 with the field
+named. One set of models, maintained with the code, decides what a valid
+request is.
 """
 
 from __future__ import annotations
@@ -226,6 +240,8 @@ class Api(Construct):
             cognito_user_pools=[self.user_pool],
             identity_source=apigw.IdentitySource.header("Authorization"),
         )
+        # Checks the required Authorization header; bodies are validated by the
+        # function (no request model on a proxy method: see the module docstring).
         validator = self.api.add_request_validator(
             "Validator", validate_request_body=True, validate_request_parameters=True
         )

@@ -114,9 +114,12 @@ class Monitoring(Construct):
             self.topic.add_subscription(subscriptions.EmailSubscription(config.alarm_email))
         self.alarms: list[cw.Alarm] = []
 
-        # Messages in a DLQ: something failed every retry and needs a person.
-        dlqs = [(q.name, q.dlq) for q in queues] + list(extra_dlqs.items())
-        for name, dlq in dlqs:
+        # Messages in a DLQ: something failed every retry and needs a person. Every
+        # DLQ (the work queues' and the schedules') has an alarm and a line on the
+        # dashboard's DLQ graph.
+        self.dlqs: list[tuple[str, sqs.IQueue]] = [(q.name, q.dlq) for q in queues]
+        self.dlqs += list(extra_dlqs.items())
+        for name, dlq in self.dlqs:
             self._alarm(
                 f"{name.capitalize()}DlqNotEmpty",
                 dlq.metric_approximate_number_of_messages_visible(
@@ -353,10 +356,10 @@ class Monitoring(Construct):
             cw.GraphWidget(
                 title="Dead-letter queues",
                 left=[
-                    q.dlq.metric_approximate_number_of_messages_visible(
-                        label=f"{q.name} DLQ", statistic="Maximum", period=FIVE_MINUTES
+                    dlq.metric_approximate_number_of_messages_visible(
+                        label=f"{name} DLQ", statistic="Maximum", period=FIVE_MINUTES
                     )
-                    for q in queues
+                    for name, dlq in self.dlqs
                 ],
                 width=8,
             ),

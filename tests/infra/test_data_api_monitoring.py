@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from aws_cdk.assertions import Match
 
 from dunning.store.schema import IDEMPOTENCY_TABLE, TABLE
@@ -72,6 +73,10 @@ def test_every_method_requires_a_cognito_access_token(synth: Synth) -> None:
         assert props["AuthorizerId"] == {"Ref": authorizer_id}
         assert props["AuthorizationScopes"] == list(API_SCOPES)
         assert "RequestValidatorId" in props
+        # API Gateway checks the token header only; bodies are the function's to validate
+        # (Powertools OpenAPI validation: see infra/constructs/api.py).
+        assert props["RequestParameters"] == {"method.request.header.Authorization": True}
+        assert "RequestModels" not in props
     synth.template.has_resource_properties(
         "AWS::ApiGateway::RequestValidator",
         {"ValidateRequestBody": True, "ValidateRequestParameters": True},
@@ -226,3 +231,102 @@ def test_dashboard_shows_every_emf_metric(synth: Synth) -> None:
     for outcome in ("delivered", "failed", "skipped", "retried"):
         assert any(f'outcome="{outcome}"' in e and "SEARCH(" in e for e in expressions), outcome
     assert all('service="dunning"' in e for e in expressions)
+
+
+def _dead_letter_queues(synth: Synth) -> set[str]:
+    """Every SQS queue the template names as a dead-letter target, whoever sends to it:
+    a queue's redrive policy, a schedule's or a function's DeadLetterConfig, an
+    event source mapping's or an invoke config's on-failure destination."""
+    queues = synth.resources("AWS::SQS::Queue")
+    found: set[str] = set()
+
+    def refs(value: Any) -> set[str]:
+        if isinstance(value, dict):
+            if "Ref" in value:
+                return {value["Ref"]}
+            if "Fn::GetAtt" in value:
+                return {value["Fn::GetAtt"][0]}
+            return set().union(*(refs(v) for v in value.values()))
+        if isinstance(value, list):
+            return set().union(*(refs(v) for v in value)) if value else set()
+        return set()
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                if "deadletter" in key.lower() or key == "OnFailure":
+                    found.update(r for r in refs(inner) if r in queues)
+                walk(inner)
+        elif isinstance(value, list):
+            for inner in value:
+                walk(inner)
+
+    walk(synth.json["Resources"])
+    return found
+
+
+def _dashboard_widgets(synth: Synth) -> list[dict[str, Any]]:
+    """The dashboard's widgets, each reference to a resource written as `@<logical id>`."""
+    (dashboard,) = synth.resources("AWS::CloudWatch::Dashboard").values()
+    parts = dashboard["Properties"]["DashboardBody"]["Fn::Join"][1]
+    text = "".join(
+        p
+        if isinstance(p, str)
+        else f"@{p['Ref']}"
+        if "Ref" in p
+        else f"@{p['Fn::GetAtt'][0]}"
+        if "Fn::GetAtt" in p
+        else "@"
+        for p in parts
+    )
+    return list(json.loads(text)["widgets"])
+
+
+@pytest.mark.parametrize("stage", ["synth", "variant"])
+def test_every_dlq_has_an_alarm_and_a_place_on_the_dashboard(
+    request: pytest.FixtureRequest, stage: str
+) -> None:
+    s: Synth = request.getfixturevalue(stage)
+    dlqs = _dead_letter_queues(s)
+    queues = s.resources("AWS::SQS::Queue")
+    consumed = {
+        m["Properties"]["EventSourceArn"]["Fn::GetAtt"][0]
+        for m in s.resources("AWS::Lambda::EventSourceMapping").values()
+    }
+    # Every queue is either consumed by a function or a dead-letter queue (so none is missed),
+    # and the schedules' DLQ is one of them.
+    assert set(queues) == consumed | dlqs
+    assert not consumed & dlqs
+    assert s.logical_id(s.stack.evaluate.schedule_dlq) in dlqs
+    assert len(dlqs) == 5
+
+    # Given the alarms on a DLQ's visible messages
+    alarmed: dict[str, str] = {}
+    for alarm_id, alarm in s.resources("AWS::CloudWatch::Alarm").items():
+        props = alarm["Properties"]
+        if (props.get("Namespace"), props.get("MetricName")) != (
+            "AWS/SQS",
+            "ApproximateNumberOfMessagesVisible",
+        ):
+            continue
+        (dimension,) = props["Dimensions"]
+        assert dimension["Name"] == "QueueName"
+        alarmed[dimension["Value"]["Fn::GetAtt"][0]] = alarm_id
+        # Then one message is enough, and the alarm pages
+        assert props["Threshold"] == 0
+        assert props["ComparisonOperator"] == "GreaterThanThreshold"
+        assert props["AlarmActions"] == [{"Ref": s.logical_id(s.stack.monitoring.topic)}]
+    assert set(alarmed) == dlqs
+
+    widgets = _dashboard_widgets(s)
+    # And the DLQ graph draws every DLQ's depth, and nothing else
+    (graph,) = (w for w in widgets if w["properties"].get("title") == "Dead-letter queues")
+    drawn = set()
+    for metric in graph["properties"]["metrics"]:
+        assert metric[:3] == ["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName"]
+        drawn.add(metric[3].removeprefix("@"))
+    assert drawn == dlqs
+    # And the alarm status widget shows each DLQ alarm
+    (status,) = (w for w in widgets if w["type"] == "alarm")
+    shown = {a.removeprefix("@") for a in status["properties"]["alarms"]}
+    assert set(alarmed.values()) <= shown

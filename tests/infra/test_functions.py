@@ -1,28 +1,46 @@
-"""The functions: shared defaults, handlers, timeouts, and every settings field set."""
+"""The functions: shared defaults, handlers, timeouts, memory, and every settings field set."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
+from aws_cdk import aws_lambda as lambda_
 from pydantic import BaseModel
 
 from dunning.settings import ActionSettings, ApiSettings, EvaluateSettings, ReportSettings
-from dunning.topology import FUNCTIONS
+from dunning.topology import FUNCTIONS, function
+from infra.build_layer import runtime_python_version
 from infra.config import StageConfig
 from infra.constructs.function_factory import settings_environment
 from tests.infra.conftest import Synth
 
-# What the issue asks of each function, stated independently of dunning.topology.
-EXPECTED: dict[str, tuple[str, int, type[BaseModel]]] = {
-    "dispatch": ("handler.dispatch", 60, EvaluateSettings),
-    "worker": ("handler.worker", 300, EvaluateSettings),
-    "report": ("handler.report", 300, ReportSettings),
-    "mail": ("mail.handler", 60, ActionSettings),
-    "sms": ("sms.handler", 60, ActionSettings),
-    "webhook": ("webhook.handler", 60, ActionSettings),
-    "api": ("handler.handler", 29, ApiSettings),
+# What the issue asks of each function, stated independently of dunning.topology:
+# handler, timeout (s), memory (MB), settings class.
+EXPECTED: dict[str, tuple[str, int, int, type[BaseModel]]] = {
+    "dispatch": ("handler.dispatch", 60, 512, EvaluateSettings),
+    "worker": ("handler.worker", 300, 1024, EvaluateSettings),
+    "report": ("handler.report", 300, 1024, ReportSettings),
+    "mail": ("mail.handler", 60, 512, ActionSettings),
+    "sms": ("sms.handler", 60, 512, ActionSettings),
+    "webhook": ("webhook.handler", 60, 512, ActionSettings),
+    "api": ("handler.handler", 29, 1024, ApiSettings),
 }
+
+
+def newest_python_runtime() -> str:
+    """The newest `pythonX.Y` among the `aws_lambda.Runtime` members of aws-cdk-lib."""
+    versions: dict[tuple[int, int], str] = {}
+    for attribute in dir(lambda_.Runtime):
+        runtime = getattr(lambda_.Runtime, attribute)
+        if not isinstance(runtime, lambda_.Runtime):
+            continue
+        found = re.fullmatch(r"python(\d+)\.(\d+)", runtime.name)
+        if runtime.family == lambda_.RuntimeFamily.PYTHON and found:
+            versions[(int(found[1]), int(found[2]))] = runtime.name
+    assert versions, "aws-cdk-lib lists no Python runtime"
+    return versions[max(versions)]
 
 
 def _function(synth: Synth, name: str) -> dict[str, Any]:
@@ -39,12 +57,14 @@ def test_every_function_of_the_topology_is_deployed_once(synth: Synth) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_handler_timeout_and_settings_fields(synth: Synth, name: str) -> None:
-    handler, timeout, settings = EXPECTED[name]
+def test_handler_timeout_memory_and_settings_fields(synth: Synth, name: str) -> None:
+    handler, timeout, memory, settings = EXPECTED[name]
     props = _function(synth, name)
     env = props["Environment"]["Variables"]
     assert props["Handler"] == handler
     assert props["Timeout"] == timeout
+    # The memory the code sets for this function, deployed as such.
+    assert props["MemorySize"] == memory == function(name).memory_mb
     # Every field of the function's settings class is set, defaults included.
     missing = set(settings.model_fields) - set(env)
     assert not missing, f"{name} lacks {sorted(missing)}"
@@ -53,11 +73,21 @@ def test_handler_timeout_and_settings_fields(synth: Synth, name: str) -> None:
     assert env["POWERTOOLS_LOG_LEVEL"] == "INFO"
 
 
+def test_newest_python_runtime_is_computed_from_the_library() -> None:
+    # The helper picks the highest version, not the last name in alphabetical order
+    # (python3.9 sorts after python3.14).
+    newest = newest_python_runtime()
+    assert newest.startswith("python3.")
+    assert int(newest.split(".")[1]) >= 14
+    assert runtime_python_version() == newest.removeprefix("python")  # the layer's wheels
+
+
 def test_shared_defaults(synth: Synth) -> None:
     layers = list(synth.resources("AWS::Lambda::LayerVersion"))
     roles = set()
+    newest = newest_python_runtime()
     for props in (r["Properties"] for r in synth.resources("AWS::Lambda::Function").values()):
-        assert props["Runtime"] == "python3.14"
+        assert props["Runtime"] == newest
         assert props["Architectures"] == ["arm64"]
         assert props["TracingConfig"] == {"Mode": "Active"}
         assert props["LoggingConfig"]["LogFormat"] == "JSON"
@@ -65,14 +95,33 @@ def test_shared_defaults(synth: Synth) -> None:
         assert props["Layers"] == [{"Ref": layers[0]}]
         roles.add(props["Role"]["Fn::GetAtt"][0])
     assert len(roles) == len(FUNCTIONS), "one role per function"
-    for group in synth.resources("AWS::Logs::LogGroup").values():
-        assert group["Properties"]["RetentionInDays"] == 30
+
+
+@pytest.mark.parametrize(
+    ("stage", "days", "deletion"),
+    [("synth", 30, "Retain"), ("variant", 90, "Delete")],  # cdk.json; VARIANT's -c values
+)
+def test_log_retention_per_stage(
+    request: pytest.FixtureRequest, stage: str, days: int, deletion: str
+) -> None:
+    s: Synth = request.getfixturevalue(stage)
+    assert s.stack.config.log_retention_days == days
+    groups = s.resources("AWS::Logs::LogGroup")
+    # Every function logs into a group of the stack; the API's access logs too.
+    functions = s.resources("AWS::Lambda::Function").values()
+    used = {f["Properties"]["LoggingConfig"]["LogGroup"]["Ref"] for f in functions}
+    assert len(used) == len(FUNCTIONS)
+    assert s.logical_id(s.stack.api.access_logs) in groups
+    assert used < set(groups)
+    for group in groups.values():
+        assert group["Properties"]["RetentionInDays"] == days
+        assert group["DeletionPolicy"] == deletion
 
 
 def test_layer_is_arm64_for_the_runtime(synth: Synth) -> None:
     (layer,) = synth.resources("AWS::Lambda::LayerVersion").values()
     assert layer["Properties"]["CompatibleArchitectures"] == ["arm64"]
-    assert layer["Properties"]["CompatibleRuntimes"] == ["python3.14"]
+    assert layer["Properties"]["CompatibleRuntimes"] == [newest_python_runtime()]
 
 
 def test_settings_values_from_context(synth: Synth, variant: Synth) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from dunning.model import Channel
 from tests.infra.conftest import Synth
 
 XRAY = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
@@ -150,3 +151,40 @@ def test_each_role_has_only_its_own_capabilities(synth: Synth) -> None:
         assert "sqs:ChangeMessageVisibility" in roles[name]
     for actions in roles.values():
         assert "cloudwatch:PutMetricData" not in actions  # EMF goes through the logs
+
+
+def test_ses_send_is_scoped_to_the_identity_and_the_from_address(any_synth: Synth) -> None:
+    # Given the stage's sender address and SES identity (and configuration set, if any)
+    config = any_synth.stack.config
+    senders = [
+        (policy, s)
+        for policy, s in _statements(any_synth)
+        if {"ses:SendEmail", "ses:SendRawEmail"} & set(_list(s["Action"]))
+    ]
+    # Then exactly one statement grants sending, to the mail function's role only
+    assert len(senders) == 1, senders
+    ((policy, statement),) = senders
+    assert statement["Effect"] == "Allow"
+    assert _policy_roles(any_synth, policy) == [
+        any_synth.logical_id(any_synth.stack.actions.functions[Channel.EMAIL].role)
+    ]
+    assert sorted(_list(statement["Action"])) == ["ses:SendEmail", "ses:SendRawEmail"]
+    # And only as the configured From address (ses:FromAddress condition)
+    assert statement["Condition"] == {"StringEquals": {"ses:FromAddress": config.sender_email}}
+    # And only on the configured identity (and configuration set) of this account and region
+    resources = [_arn_text(r) for r in _list(statement["Resource"])]
+    expected = [f"arn:PARTITION:ses:REGION:ACCOUNT:identity/{config.sender_identity}"]
+    if config.ses_configuration_set:
+        expected.append(
+            f"arn:PARTITION:ses:REGION:ACCOUNT:configuration-set/{config.ses_configuration_set}"
+        )
+    assert sorted(resources) == sorted(expected)
+
+
+def _arn_text(value: Any) -> str:
+    """An ARN built with Fn::Join from pseudo parameters, as text (AWS::Region -> REGION)."""
+    if isinstance(value, str):
+        return value
+    separator, parts = value["Fn::Join"]
+    pseudo = {"AWS::Partition": "PARTITION", "AWS::Region": "REGION", "AWS::AccountId": "ACCOUNT"}
+    return str(separator).join(p if isinstance(p, str) else pseudo[p["Ref"]] for p in parts)

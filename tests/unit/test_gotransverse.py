@@ -10,6 +10,14 @@ Scenario "new-york": invoice due Friday 2026-12-04, America/New_York (EST, -05:0
 all along: DST starts 2027-03-14). US federal holidays are exclusion dates.
 Day 30 is a Sunday, day 45 is Martin Luther King Jr. Day (Monday 2027-01-18).
 
+Scenario "new-york-mlk": invoice due Friday 2027-01-15, America/New_York, the
+Friday before Martin Luther King Jr. Day (Monday 2027-01-18): the holiday is a
+non-business day but days keep counting through it (day 10 is Monday 2027-01-25).
+Day 30 is Sunday 2027-02-14 and the next day is Washington's Birthday, so the
+level's email waits two days, for Tuesday 08:00 EST. DST starts on Sunday
+2027-03-14: levels 5 and 6 begin at 00:00 EDT (-04:00, 04:00 UTC) and send at
+08:00 EDT (12:00 UTC).
+
 Scenario "berlin-easter": invoice due Friday 2027-02-12, Europe/Berlin. Day 45 is
 Easter Monday 2027-03-29, the day after Berlin moves to CEST (+02:00): the level
 begins at 00:00 CEST and its actions wait for Tuesday 08:00 CEST. Day 30 is a Sunday.
@@ -87,6 +95,29 @@ SCENARIOS = [
             (6, WRITE_OFF, utc(2027, 3, 4, 13)),
         ],
         id="new-york-due-2026-12-04",
+    ),
+    pytest.param(
+        "America/New_York",
+        date(2027, 1, 15),  # Friday; Monday 2027-01-18 is MLK Day
+        US_HOLIDAYS_2026_2027,
+        [
+            (1, utc(2027, 1, 25, 5)),  # Mon Jan 25 00:00 EST (the holiday still counts)
+            (2, utc(2027, 2, 14, 5)),  # Sun Feb 14 00:00 EST
+            (3, utc(2027, 2, 24, 5)),  # Wed Feb 24
+            (4, utc(2027, 3, 1, 5)),  # Mon Mar 1
+            (5, utc(2027, 3, 16, 4)),  # Tue Mar 16 00:00 EDT (DST since Sun Mar 14)
+            (6, utc(2027, 4, 15, 4)),  # Thu Apr 15 00:00 EDT
+        ],
+        [
+            (1, E, utc(2027, 1, 25, 13)),  # 08:00 EST
+            (2, E, utc(2027, 2, 16, 13)),  # Sunday, then Washington's Birthday -> Tue Feb 16
+            (3, S, utc(2027, 2, 24, 13)),
+            (4, SUSPEND, utc(2027, 3, 1, 13)),
+            (4, E, utc(2027, 3, 1, 13)),
+            (5, AGENCY, utc(2027, 3, 16, 12)),  # 08:00 EDT
+            (6, WRITE_OFF, utc(2027, 4, 15, 12)),
+        ],
+        id="new-york-mlk-due-2027-01-15",
     ),
     pytest.param(
         "Europe/Berlin",
