@@ -36,7 +36,7 @@ HOUR = Duration.hours(1)
 WIDTH = 24
 OUTCOMES = ("delivered", "failed", "skipped", "retried")
 WORKER_COUNTS = ("CasesEvaluated", "LevelChanges", "CasesRecovered", "ApprovalsRequested")
-WORKER_HEALTH = ("ConflictsRetried", "OutboxResent", "Continuations")
+WORKER_HEALTH = ("ConflictsRetried", "OutboxResent", "Continuations", "DecisionsTooLarge")
 
 
 def emf(
@@ -157,6 +157,13 @@ class Monitoring(Construct):
             comparison=cw.ComparisonOperator.LESS_THAN_THRESHOLD,
             missing=cw.TreatMissingData.BREACHING,
             description="no evaluation run was dispatched for two schedule periods",
+        )
+        self._alarm(
+            "DecisionTooLarge",
+            emf("DecisionsTooLarge", graph=False),
+            threshold=0,
+            comparison=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            description="an account's decision did not fit one transaction: it stays undunned",
         )
         self._alarm(
             "Api5xx",

@@ -180,6 +180,9 @@ def test_alarms(synth: Synth) -> None:
     assert missing["TreatMissingData"] == "breaching"
     assert missing["Period"] == 2 * 15 * 60
     assert missing["Statistic"] == "Sum"
+    (too_large,) = (a for a in alarms if a["MetricName"] == "DecisionsTooLarge")
+    assert too_large["Threshold"] == 0
+    assert too_large["ComparisonOperator"] == "GreaterThanThreshold"
 
 
 def test_alarm_topic_is_encrypted_and_subscribed_when_asked(synth: Synth, variant: Synth) -> None:
@@ -211,6 +214,7 @@ def test_dashboard_shows_every_emf_metric(synth: Synth) -> None:
         "ApprovalsRequested",
         "OutboxResent",
         "Continuations",
+        "DecisionsTooLarge",
         "ActionsQueued",
         "RunsDispatched",
         "ActionOutcomes",
