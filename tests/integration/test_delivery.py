@@ -13,8 +13,11 @@ import json
 import logging
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -22,13 +25,17 @@ from moto.ses.models import ses_backends
 from moto.sns.models import sns_backends
 
 from dunning import aws, clock
-from dunning.channels.webhook import verify
+from dunning.channels.templates import InMemoryTemplates, Templates, template_path
+from dunning.channels.webhook import generate_secret, verify
+from dunning.delivery import PermanentSendError, TransientSendError
 from dunning.model import (
     Account,
+    AccountView,
     Action,
     ActionSpec,
     ActionType,
     CaseStatus,
+    Channel,
     EventKind,
     Invoice,
     InvoiceStatus,
@@ -38,9 +45,11 @@ from dunning.model import (
     ServiceStatus,
 )
 from dunning.queues import ACTION
+from dunning.senders import PolicyLocales, SecretsCache, SnsSmsSender, _parse_secret
 from local.cloud import LocalCloud
 from local.portfolio import THRESHOLDS, standard_calendar, standard_policies
 from local.receiver import WebhookReceiver
+from local.runtime import sqs_record
 
 # A Tuesday, 10:00 UTC: inside sending hours in Berlin, Paris and London.
 AS_OF = datetime(2026, 11, 3, 10, 0, tzinfo=UTC)
@@ -155,9 +164,11 @@ def test_each_channel_delivers_what_the_evaluator_queued(
 ) -> None:
     # Given a German account at the reminder level (10 days), a French one at
     # "avoid suspension" (40 days: an SMS) and an English one at suspension (45 days)
+    # (and a German one at 40 days, whose SMS goes to a German mobile number)
     de = ingest(cloud, "acc-de", "de", 10, email="anna.schmidt@example.com")
     fr = ingest(cloud, "acc-fr", "fr", 40, phone="+33612345678")
     en = ingest(cloud, "acc-en", "en", 45, email="john.smith@example.com")
+    de_mobile = ingest(cloud, "acc-de-sms", "de", 40, phone="+4915112345678")
     # When the schedule fires and the channel functions run
     run(cloud)
     # Then SES sent the reminder in German and the suspension notice in English
@@ -170,11 +181,13 @@ def test_each_channel_delivers_what_the_evaluator_queued(
     english = emails["john.smith@example.com"]
     assert "€1,234.50" in english.body
     assert "suspen" in english.subject.lower()
-    # ... SNS sent the French SMS, GSM-7 safe (no non-breaking space from the formatting)
-    sms = list(sent_sms().values())
-    assert [number for number, _ in sms] == [fr.phone]
-    text = sms[0][1]
+    # ... SNS sent the French SMS (and the German one), GSM-7 safe (no
+    # non-breaking space from the formatting)
+    sms = dict(sent_sms().values())
+    assert set(sms) == {fr.phone, de_mobile.phone}
+    text = sms["+33612345678"]
     assert "1 234,50 €" in text and "\u00a0" not in text and "\u202f" not in text
+    assert "1.234,50 €" in sms["+4915112345678"]
     # ... and the provisioning system got a signed webhook whose id is the action id
     [hook] = receiver.received
     assert hook.path == "/provisioning"
@@ -193,8 +206,17 @@ def test_each_channel_delivers_what_the_evaluator_queued(
     # ... and no log line carries an email address or a phone number
     out, err = capfd.readouterr()
     lines = logs.getvalue() + out + err
-    assert lines.count("action outcome") == 4
-    for secret in ("anna.schmidt", "john.smith", "@example.com", "+33612345678", "612345678"):
+    assert lines.count("action outcome") == 5
+    assert lines.count("sms rendered") == 2
+    for secret in (
+        "anna.schmidt",
+        "john.smith",
+        "@example.com",
+        "+33612345678",
+        "612345678",
+        "+4915112345678",  # E.164, German mobile
+        "15112345678",
+    ):
         assert secret not in lines
 
 
@@ -429,6 +451,434 @@ def test_an_approved_action_goes_out_with_the_next_run_and_a_rejected_one_never(
     decided = [e for e in store.events("acc-2") if e.kind is EventKind.APPROVAL_DECIDED]
     assert decided[0].data["reason"] == "customer in hospital"
     assert decided[0].actor == "collector:kim"
+
+
+# ------------------------------------------------- outcomes, time, idempotency
+
+
+@contextmanager
+def failing(client: Any, operation: str, code: str, status: int = 400) -> Iterator[list[int]]:
+    """`client` answers every `operation` call with an error, as AWS would."""
+    calls: list[int] = []
+
+    def answer(**_: Any) -> tuple[Any, dict[str, Any]]:
+        calls.append(1)
+        http = SimpleNamespace(status_code=status, headers={}, raw=None)
+        return http, {
+            "Error": {"Code": code, "Message": "injected"},
+            "ResponseMetadata": {"HTTPStatusCode": status},
+        }
+
+    event = f"before-call.{client.meta.service_model.service_id.hyphenize()}.{operation}"
+    client.meta.events.register(event, answer)
+    try:
+        yield calls
+    finally:
+        client.meta.events.unregister(event, answer)
+
+
+def _receive(stack: LocalCloud, queue: str, n: int) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = []
+    while len(messages) < n:
+        batch = stack.sources[queue].receive()
+        assert batch, f"expected {n} messages in {queue}, got {len(messages)}"
+        messages += batch
+    return messages
+
+
+def _event(stack: LocalCloud, queue: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"Records": [sqs_record(m, stack.urls[queue]) for m in messages]}
+
+
+def _failed_ids(response: dict[str, Any]) -> set[str]:
+    return {f["itemIdentifier"] for f in response["batchItemFailures"]}
+
+
+def test_an_outcome_that_cannot_be_written_fails_its_record_and_the_retry_records_it(
+    cloud: LocalCloud,
+) -> None:
+    # Given two reminders queued
+    ingest(cloud, "acc-1", "en", 10)
+    ingest(cloud, "acc-2", "en", 10)
+    cloud.evaluate(AS_OF)
+    messages = _receive(cloud, "email", 2)
+    # When DynamoDB refuses the outcome write after both emails went out
+    with failing(aws.dynamodb(), "BatchWriteItem", "ProvisionedThroughputExceededException"):
+        response = cloud.functions["mail"].invoke(_event(cloud, "email", messages))
+    # Then both records are reported failed (they stay in the queue) and nothing is recorded
+    assert _failed_ids(response) == {m["MessageId"] for m in messages}
+    assert len(sent_emails()) == 2
+    assert outcomes(cloud, "acc-1") == outcomes(cloud, "acc-2") == []
+    # When SQS delivers them again
+    result = cloud.deliver()["email"]
+    # Then nothing is sent twice, and each outcome is recorded once, with the
+    # provider's message id of the one send
+    assert (result.received, result.failed) == (2, 0)
+    assert len(sent_emails()) == 2
+    provider_ids = {m.id for m in sent_emails()}
+    for account_id in ("acc-1", "acc-2"):
+        [delivered] = outcomes(cloud, account_id)
+        assert delivered["kind"] == "action_delivered"
+        assert delivered["provider_id"] in provider_ids
+    assert cloud.depth("email") == 0
+    # ... and one more duplicate rewrites the same event instead of adding one
+    sqs = aws.sqs()
+    sqs.send_message(QueueUrl=cloud.urls["email"], MessageBody=messages[0]["Body"])
+    cloud.deliver()
+    assert len(sent_emails()) == 2
+    assert len(outcomes(cloud, "acc-1")) == 1
+
+
+def test_with_too_little_time_left_every_record_goes_back_unsent(cloud: LocalCloud) -> None:
+    # Given three reminders queued
+    for i in range(3):
+        ingest(cloud, f"acc-{i}", "en", 10)
+    cloud.evaluate(AS_OF)
+    messages = _receive(cloud, "email", 3)
+    # When the function is invoked with 5 s left (under its 10 s margin)
+    response = cloud.functions["mail"].invoke(
+        _event(cloud, "email", messages), remaining=lambda: 5_000
+    )
+    # Then every record comes back failed, and nothing was sent or recorded
+    assert _failed_ids(response) == {m["MessageId"] for m in messages}
+    assert sent_emails() == []
+    assert all(outcomes(cloud, f"acc-{i}") == [] for i in range(3))
+    # ... and an invocation with time to spare sends them
+    cloud.deliver()
+    assert len(sent_emails()) == 3
+
+
+def test_an_action_id_reused_with_a_different_payload_is_refused(
+    cloud: LocalCloud, logs: io.StringIO
+) -> None:
+    # Given a reminder that went out
+    ingest(cloud, "acc-1", "en", 10)
+    cloud.evaluate(AS_OF)
+    [body] = _receive_all(cloud, "email")
+    sqs = aws.sqs()
+    sqs.send_message(QueueUrl=cloud.urls["email"], MessageBody=body)
+    cloud.deliver()
+    assert len(sent_emails()) == 1
+    # When a message with the same action id but another level and template arrives
+    forged = json.loads(body)
+    forged["level"] += 1
+    forged["template"] = "important_notice"
+    sqs.send_message(QueueUrl=cloud.urls["email"], MessageBody=json.dumps(forged))
+    [message] = _receive(cloud, "email", 1)
+    response = cloud.functions["mail"].invoke(_event(cloud, "email", [message]))
+    # Then it is refused: reported failed, not sent, flagged in the logs
+    assert _failed_ids(response) == {message["MessageId"]}
+    assert len(sent_emails()) == 1
+    assert "action id reused with a different payload" in logs.getvalue()
+    # ... and it ends in the DLQ for a person to look at; the audit trail keeps the one send
+    cloud.deliver()
+    assert cloud.depth("email") == 0
+    assert cloud.depth("email", dlq=True) == 1
+    assert len(sent_emails()) == 1
+    assert [o["kind"] for o in outcomes(cloud, "acc-1")] == ["action_delivered"]
+
+
+# ---------------------------------------------------------------- EMF metrics
+
+
+def _emf(stdout: str, name: str) -> list[dict[str, Any]]:
+    """The EMF documents of `stdout` that carry metric `name`."""
+    found = []
+    for line in stdout.splitlines():
+        if not line.startswith("{"):
+            continue
+        doc = json.loads(line)
+        directives = doc.get("_aws", {}).get("CloudWatchMetrics", [])
+        if any(m["Name"] == name for d in directives for m in d["Metrics"]):
+            found.append(doc)
+    return found
+
+
+def test_every_outcome_is_an_emf_metric_by_channel_level_and_outcome(
+    cloud: LocalCloud, receiver: WebhookReceiver, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # Given an account at the suspension level (a webhook and an email), and the
+    # provisioning system answering 503
+    ingest(cloud, "acc-1", "en", 45)
+    cloud.evaluate(AS_OF)
+    receiver.statuses["/provisioning"] = [503]
+    capfd.readouterr()
+    # When the channel functions run once
+    cloud.deliver()
+    # Then each outcome is one EMF document in the Dunning namespace, split by
+    # channel, level and outcome (and the service)
+    docs = _emf(capfd.readouterr().out, "ActionOutcomes")
+    [email] = [o for o in outcomes(cloud, "acc-1") if o["type"] == "email"]
+    level = str(email["level"])
+    assert int(level) > 0
+    seen = set()
+    for doc in docs:
+        [directive] = doc["_aws"]["CloudWatchMetrics"]
+        assert directive["Namespace"] == "Dunning"
+        assert directive["Metrics"] == [{"Name": "ActionOutcomes", "Unit": "Count"}]
+        [dimensions] = directive["Dimensions"]
+        assert set(dimensions) == {"channel", "level", "outcome", "service"}
+        value = doc["ActionOutcomes"]
+        assert value in (1, 1.0, [1.0], [1])
+        seen.add((doc["channel"], doc["level"], doc["outcome"]))
+    # ... the email delivered, the webhook retried at its real level (not "any")
+    assert seen == {("email", level, "delivered"), ("webhook", level, "retried")}
+
+
+# --------------------------------------------------------------- locales, SMS
+
+
+def test_a_template_missing_in_the_account_language_falls_back_to_the_policy_default(
+    cloud: LocalCloud,
+) -> None:
+    # Given a policy whose default language is German, and a Spanish-speaking
+    # account (no Spanish templates ship)
+    store = cloud.store()
+    policy = Policy(
+        policy_id="german",
+        name="German",
+        thresholds=THRESHOLDS,
+        default_locale="de",
+        levels=(
+            Level(
+                name="reminder",
+                days=5,
+                actions=(ActionSpec(type=ActionType.EMAIL, template="reminder"),),
+            ),
+        ),
+    )
+    store.put_policy(policy, "admin", AS_OF - timedelta(days=30))
+    store.activate_policy("german", 1)
+    ingest(cloud, "acc-es", "es", 10, policy_override="german", email="maria@example.com")
+    # When the reminder goes out
+    run(cloud)
+    # Then it is the German template, amounts formatted in German
+    [mail] = sent_emails()
+    assert "Zahlungserinnerung" in mail.subject
+    assert "1.234,50\u00a0€" in mail.body
+
+
+def test_policy_locales_fall_back_to_the_configured_default_for_an_unknown_policy(
+    cloud: LocalCloud,
+) -> None:
+    locales = PolicyLocales(cloud.store(), "fr")
+    known = _queued_like(policy_id="consumer", policy_version=1)
+    unknown = _queued_like(policy_id="gone", policy_version=7)
+    assert locales(known) == "en"  # the consumer policy's default
+    assert locales(unknown) == "fr"
+
+
+def _queued_like(**kw: Any) -> Action:
+    base = Action(
+        action_id="a-1",
+        account_id="acc-1",
+        case_id="c-1",
+        type=ActionType.SMS,
+        channel=Channel.SMS,
+        level=1,
+        level_name="reminder",
+        entry=1,
+        index=0,
+        template="reminder",
+        target=None,
+        locale="en",
+        not_before=AS_OF,
+        created_at=AS_OF,
+        policy_id="consumer",
+        policy_version=1,
+        invoice_ids=(),
+    )
+    return replace(base, **kw)
+
+
+def _sms_view(phone: str | None = "+4915112345678") -> AccountView:
+    account = Account(account_id="acc-1", currency="EUR", locale="en").model_copy(
+        update={"phone": phone}  # model_copy: a number the model would refuse at ingestion
+    )
+    return AccountView(account=account)
+
+
+def test_an_sms_longer_than_sns_accepts_fails_for_good_without_a_send(
+    aws_env: None, logs: io.StringIO
+) -> None:
+    # Given an SMS template that renders 1,700 characters
+    templates = Templates(
+        InMemoryTemplates({template_path("sms", "en", "long", "text"): "{{ 'x' * 1700 }}"})
+    )
+    sender = SnsSmsSender(aws.sns(), templates, lambda _a: "en", clock.now)
+    # When it is sent
+    with pytest.raises(PermanentSendError) as failed:
+        sender.send(_queued_like(template="long"), _sms_view())
+    # Then it fails for good with the length in the reason, and nothing reached SNS
+    assert failed.value.reason.startswith("sms_too_long: 1700 characters")
+    assert sent_sms() == {}
+    # ... and the length is reported in the logs, the number never
+    assert '"characters":1700' in logs.getvalue()
+    assert "+4915112345678" not in logs.getvalue()
+
+
+def test_an_sms_at_the_limit_goes_out_in_its_segments(aws_env: None, logs: io.StringIO) -> None:
+    templates = Templates(
+        InMemoryTemplates({template_path("sms", "en", "long", "text"): "{{ 'x' * 1600 }}"})
+    )
+    sender = SnsSmsSender(aws.sns(), templates, lambda _a: "en", clock.now)
+    sender.send(_queued_like(template="long"), _sms_view())
+    [(number, text)] = sent_sms().values()
+    assert (number, len(text)) == ("+4915112345678", 1600)
+    assert '"segments":11' in logs.getvalue()  # 1600 GSM-7 characters: 11 segments of 153
+
+
+@pytest.mark.parametrize("phone", ["0151 12345678", "+49 (0)151 12345678", "4915112345678", None])
+def test_an_sms_to_an_invalid_number_fails_for_good_without_echoing_it(
+    aws_env: None, logs: io.StringIO, phone: str | None
+) -> None:
+    sender = SnsSmsSender(aws.sns(), Templates(), lambda _a: "en", clock.now)
+    with pytest.raises(PermanentSendError) as failed:
+        sender.send(_queued_like(template="avoid_suspension"), _sms_view(phone))
+    assert failed.value.reason == ("no_phone_number" if phone is None else "invalid_phone_number")
+    assert sent_sms() == {}
+    assert "12345678" not in logs.getvalue() + str(failed.value)
+
+
+# -------------------------------------------------------------------- secrets
+
+
+@pytest.mark.parametrize(
+    ("raw", "secrets"),
+    [
+        ("whsec_new", ["whsec_new"]),
+        ("  whsec_new\n", ["whsec_new"]),
+        ('{"current": "whsec_new", "previous": "whsec_old"}', ["whsec_new", "whsec_old"]),
+        ('{"previous": "whsec_old", "current": "whsec_new"}', ["whsec_new", "whsec_old"]),
+        ('{"current": "whsec_new"}', ["whsec_new"]),
+        ('{"current": "whsec_new", "previous": ""}', ["whsec_new"]),
+        ('{"current": "whsec_new", "previous": null}', ["whsec_new"]),
+        ('{"current": "whsec_new", "previous": "whsec_new"}', ["whsec_new"]),
+    ],
+)
+def test_a_secret_is_one_string_or_current_and_previous(raw: str, secrets: list[str]) -> None:
+    assert _parse_secret(raw) == secrets
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "",
+        "   ",
+        '{"current": ',
+        '{"previous": "whsec_old"}',
+        '{"current": 5}',
+        '{"current": ["whsec_a"]}',
+    ],
+)
+def test_a_malformed_secret_fails_for_good_without_quoting_it(raw: str) -> None:
+    with pytest.raises(PermanentSendError) as failed:
+        _parse_secret(raw)
+    assert failed.value.reason.startswith("secret_malformed")
+    assert "whsec_old" not in str(failed.value)
+
+
+def test_secrets_come_from_secrets_manager_and_are_cached(aws_env: None) -> None:
+    client = aws.secretsmanager()
+    client.create_secret(Name="plain", SecretString="whsec_plain")
+    client.create_secret(
+        Name="rotating", SecretString=json.dumps({"current": "whsec_b", "previous": "whsec_a"})
+    )
+    cache = SecretsCache(client)
+    with aws.RequestCounter() as counter:
+        assert cache("plain") == ["whsec_plain"]
+        assert cache("rotating") == ["whsec_b", "whsec_a"]
+        assert cache("plain") == ["whsec_plain"]
+    assert counter.total("secretsmanager.GetSecretValue") == 2
+    # A secret that does not exist is permanent (no retry finds it)
+    with pytest.raises(PermanentSendError, match="secret_ResourceNotFoundException"):
+        cache("missing")
+    # Throttling is transient
+    with (
+        failing(client, "GetSecretValue", "ThrottlingException"),
+        pytest.raises(TransientSendError),
+    ):
+        SecretsCache(client)("plain")
+
+
+def test_during_a_rotation_webhooks_verify_with_the_old_or_the_new_secret(
+    cloud: LocalCloud, receiver: WebhookReceiver
+) -> None:
+    # Given the provisioning endpoint's secret mid-rotation: a new current, the old previous
+    old = cloud.secrets["provisioning"]
+    new = generate_secret()
+    aws.secretsmanager().put_secret_value(
+        SecretId="dunning/webhooks/provisioning",
+        SecretString=json.dumps({"current": new, "previous": old}),
+    )
+    # When a suspension goes out
+    ingest(cloud, "acc-1", "en", 45)
+    run(cloud)
+    # Then it carries two signatures: a receiver still on the old secret verifies it,
+    # and so does one already on the new secret
+    [hook] = receiver.received
+    assert hook.verified  # the receiver holds only the old secret
+    assert len(hook.headers["webhook-signature"].split()) == 2
+    verify(hook.body, hook.headers, [new], 300, clock.now())
+    verify(hook.body, hook.headers, [old], 300, clock.now())
+
+
+# ---------------------------------------------------------- service status
+
+
+def test_deactivate_sets_the_service_status_and_tells_provisioning(
+    cloud: LocalCloud, receiver: WebhookReceiver
+) -> None:
+    store = cloud.store()
+    store.put_policy(
+        _account_action_policy(ActionSpec(type=ActionType.DEACTIVATE)),
+        "admin",
+        AS_OF - timedelta(days=30),
+    )
+    store.activate_policy("steps", 1)
+    ingest(cloud, "acc-1", "en", 10, policy_override="steps")
+    run(cloud)
+    [hook] = receiver.received
+    assert (hook.path, hook.json()["type"]) == ("/provisioning", "dunning.deactivate")
+    view = store.get_view("acc-1").view
+    assert view.account.service_status is ServiceStatus.DEACTIVATED
+    effects = [e for e in store.events("acc-1") if e.kind is EventKind.ACCOUNT_UPDATED]
+    assert [e.data["effect"] for e in effects] == ["deactivate"]
+
+
+def test_a_payment_after_suspension_restores_the_service(
+    cloud: LocalCloud, receiver: WebhookReceiver
+) -> None:
+    # Given an account whose service the suspension level barred
+    store = cloud.store()
+    ingest(cloud, "acc-1", "en", 45)
+    run(cloud)
+    assert store.get_view("acc-1").view.account.service_status is ServiceStatus.SUSPENDED
+    # When the customer pays in full and the next run sees it
+    store.record_payment(
+        Payment(
+            payment_id="pay-1",
+            account_id="acc-1",
+            currency="EUR",
+            amount=Decimal("1234.50"),
+            received_at=AS_OF + timedelta(minutes=5),
+        ),
+        AS_OF + timedelta(minutes=5),
+        "billing",
+    )
+    later = AS_OF + timedelta(minutes=15)
+    clock.use(lambda: later + timedelta(minutes=1))
+    cloud.evaluate(later)
+    cloud.deliver()
+    # Then provisioning was told to restore, and the account is active again
+    assert [r.json()["type"] for r in receiver.received] == [
+        "dunning.suspend_service",
+        "dunning.restore_service",
+    ]
+    assert all(r.verified for r in receiver.received)
+    assert store.get_view("acc-1").view.account.service_status is ServiceStatus.ACTIVE
+    [restored] = [o for o in outcomes(cloud, "acc-1") if o["type"] == "restore_service"]
+    assert (restored["kind"], restored["level"]) == ("action_delivered", 0)
 
 
 # --------------------------------------------------------------------- helpers

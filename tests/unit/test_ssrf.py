@@ -6,6 +6,8 @@ import ipaddress
 import socket
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from dunning.channels.ssrf import (
     PinnedTarget,
@@ -185,6 +187,7 @@ HOSTILE = [
     ("https://mixed.example/", "address"),
     ("https://mixed-v6.example/", "address"),
     ("https://mapped.example/", "address"),
+    ("https://mapped-public.example/", "address"),
     ("https://ula.example/", "address"),
     ("https://cgnat.example/", "address"),
     ("https://rebind.example/", "address"),
@@ -251,8 +254,54 @@ def test_a_public_ipv6_address_is_allowed() -> None:
     assert target.ip == PUBLIC_V6
 
 
-def test_an_ipv4_mapped_public_address_is_pinned_as_ipv4() -> None:
-    assert check_url("https://mapped-public.example/", ALLOWED, RESOLVER).ip == PUBLIC_V4
+# IPv4-mapped addresses (::ffff:0:0/96) are refused whatever IPv4 address they
+# carry, public ones included (decision 2026-12-04): real endpoints resolve to
+# plain IPv4, and refusing the whole range leaves nothing to get wrong.
+MAPPED = [
+    ("::ffff:127.0.0.1", "embedded_loopback"),
+    ("::ffff:7f00:1", "embedded_loopback"),
+    ("::ffff:10.0.0.1", "embedded_private"),
+    ("::ffff:192.168.1.1", "embedded_private"),
+    ("::ffff:169.254.169.254", "embedded_link_local"),
+    ("::ffff:100.64.0.1", "embedded_cgnat"),
+    ("::ffff:0.0.0.0", "embedded_unspecified"),
+    ("::ffff:8.8.8.8", "ipv4_mapped"),
+    (f"::ffff:{PUBLIC_V4}", "ipv4_mapped"),
+    ("::ffff:808:808", "ipv4_mapped"),
+]
+
+
+@pytest.mark.parametrize(("address", "reason"), MAPPED)
+def test_an_ipv4_mapped_literal_is_refused(address: str, reason: str) -> None:
+    # Given an allow-listed IPv4-mapped literal, private or public
+    # When it is checked
+    # Then it is refused, with the embedded address's reason when that is forbidden
+    with pytest.raises(UnsafeUrlError) as refused:
+        check_url(f"https://[{address}]/hook", [address], RESOLVER)
+    assert refused.value.reason == "address"
+    assert reason in str(refused.value)
+    assert forbidden_reason(ipaddress.ip_address(address)) == reason
+
+
+def test_a_name_resolving_to_an_ipv4_mapped_public_address_is_refused() -> None:
+    with pytest.raises(UnsafeUrlError) as refused:
+        check_url("https://mapped-public.example/", ALLOWED, RESOLVER)
+    assert refused.value.reason == "address"
+    assert "ipv4_mapped" in str(refused.value)
+
+
+@given(number=st.integers(0, 2**32 - 1))
+def test_every_ipv4_mapped_address_is_refused(number: int) -> None:
+    mapped = ipaddress.IPv6Address((0xFFFF << 32) | number)
+    assert mapped.ipv4_mapped == ipaddress.IPv4Address(number)
+    assert forbidden_reason(mapped) is not None
+    with pytest.raises(UnsafeUrlError):
+        check_url(f"https://[{mapped}]/", [str(mapped)], RESOLVER)
+
+
+def test_the_plain_ipv4_form_of_a_public_mapped_address_is_allowed() -> None:
+    # The refusal is about the form, not the host behind it.
+    assert check_url("https://8.8.8.8/", ["8.8.8.8"], RESOLVER).ip == "8.8.8.8"
 
 
 def test_a_public_ip_literal_in_the_allow_list_is_allowed() -> None:
@@ -325,6 +374,8 @@ def test_a_resolver_is_called_with_host_and_port() -> None:
         ("0.0.0.0", "unspecified"),
         ("::1", "loopback"),
         ("::ffff:10.0.0.1", "embedded_private"),
+        ("::ffff:127.0.0.1", "embedded_loopback"),
+        ("::ffff:8.8.8.8", "ipv4_mapped"),
         ("2002:a9fe:a9fe::1", "embedded_link_local"),
         ("fec0::1", "site_local"),
         ("fe80::1", "link_local"),

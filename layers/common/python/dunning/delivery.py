@@ -3,11 +3,16 @@
 `Delivery.deliver(action, now)` re-reads the account, skips an action whose
 case has recovered, been suspended, excluded, stopped or moved on since it was
 queued, sends the rest through the channel's `Sender`, applies what the action
-changes on the account (service status, write-off, manual task), and records
-every outcome as an audit event. Senders raise `TransientSendError` (throttling,
-5xx, timeouts: the message goes back to the queue with backoff) or
-`PermanentSendError` (rejected address, invalid number, 4xx: recorded as failed
-and acknowledged).
+changes on the account (service status, write-off, manual task). Senders raise
+`TransientSendError` (throttling, 5xx, timeouts: the message goes back to the
+queue with backoff) or `PermanentSendError` (rejected address, invalid number,
+4xx: recorded as failed and acknowledged).
+
+`ChannelConsumer` makes that exactly-once per action id (Powertools
+idempotency) and records every outcome as an audit event before it
+acknowledges the message: a record whose outcome could not be written is
+reported failed, and its retry replays the saved result (no second send) and
+writes the outcome then.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ from aws_lambda_powertools.utilities.idempotency import (
     IdempotencyConfig,
     idempotent_function,
 )
+from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyValidationError
+from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import TypeAdapter
 
@@ -131,17 +138,16 @@ class Delivery:
     """Delivers the actions of one SQS batch.
 
     `preload` reads every account of the batch in one BatchGetItem; `deliver`
-    checks freshness against that view, sends, and collects the outcome;
-    `flush` writes all outcome audit events and outbox statuses in one
-    BatchWriteItem. With Powertools idempotency (two writes) that is about
-    2.2 DynamoDB requests per message.
+    checks freshness against that view, sends, and applies the action's effect;
+    `record` writes the outcomes of the batch (audit events and outbox
+    statuses) in one BatchWriteItem. With Powertools idempotency (two writes)
+    that is about 2.2 DynamoDB requests per message.
     """
 
     def __init__(self, store: DynamoStore, senders: Mapping[ActionType, Sender]) -> None:
         self.store = store
         self.senders = dict(senders)
         self._views: dict[str, StoredView] = {}
-        self._outcomes: list[tuple[Action, str, str, str | None]] = []
 
     def preload(self, account_ids: Iterable[str]) -> None:
         self._views = self.store.get_views(account_ids)
@@ -153,44 +159,43 @@ class Delivery:
             self._views[account_id] = stored
         return stored
 
-    def _record(self, action: Action, result: DeliveryResult) -> DeliveryResult:
-        self._outcomes.append((action, result.outcome.value, result.reason, result.provider_id))
-        return result
-
     def deliver(self, action: Action, now: datetime) -> DeliveryResult:
-        """Deliver once (the caller makes this idempotent on the action id)."""
+        """Deliver once (the caller makes this idempotent on the action id and
+        records the result)."""
         stored = self._view(action.account_id)
         reason = staleness(action, stored.view)
         if reason is not None:
-            return self._record(
-                action, DeliveryResult(action.action_id, DeliveryOutcome.SKIPPED, reason)
-            )
+            return DeliveryResult(action.action_id, DeliveryOutcome.SKIPPED, reason)
         sender = self.senders.get(action.type)
         if sender is None:
             reason = f"no sender configured for {action.type.value}"
-            return self._record(
-                action, DeliveryResult(action.action_id, DeliveryOutcome.FAILED, reason)
-            )
+            return DeliveryResult(action.action_id, DeliveryOutcome.FAILED, reason)
         try:
             provider_id = sender.send(action, stored.view)
         except PermanentSendError as err:
-            return self._record(
-                action, DeliveryResult(action.action_id, DeliveryOutcome.FAILED, err.reason)
-            )
+            return DeliveryResult(action.action_id, DeliveryOutcome.FAILED, err.reason)
         if self.store.apply_action_effect(action, now, stored):
             self._views.pop(action.account_id, None)  # changed: a later action re-reads it
-        return self._record(
-            action,
-            DeliveryResult(action.action_id, DeliveryOutcome.DELIVERED, "sent", provider_id),
-        )
+        return DeliveryResult(action.action_id, DeliveryOutcome.DELIVERED, "sent", provider_id)
 
-    def flush(self, now: datetime) -> list[tuple[Action, str, str, str | None]]:
-        """Write the collected outcomes; returns them (for metrics)."""
-        outcomes, self._outcomes = self._outcomes, []
-        self._views = {}
-        if outcomes:
-            self.store.record_outcomes(outcomes, now)
-        return outcomes
+    def record(self, outcomes: Iterable[tuple[Action, DeliveryResult, datetime]]) -> None:
+        """Write outcomes as audit events and outbox statuses (idempotent puts).
+
+        An action's events are keyed by the time given with it (the time of its
+        delivery), so writing the same outcome again overwrites it. One write
+        per distinct time: the outcomes of one batch share one.
+        """
+        by_time: dict[datetime, list[tuple[Action, str, str, str | None]]] = {}
+        seen: set[str] = set()
+        for action, result, at in outcomes:
+            if action.action_id in seen:  # a duplicate message in the same batch
+                continue
+            seen.add(action.action_id)
+            by_time.setdefault(at, []).append(
+                (action, result.outcome.value, result.reason, result.provider_id)
+            )
+        for at, group in by_time.items():
+            self.store.record_outcomes(group, at)
 
 
 IDEMPOTENCY_TTL_S = 15 * 24 * 3600  # longer than the DLQ's 14 days of retention
@@ -201,9 +206,28 @@ class OutOfTimeError(Exception):
     """Too little time left in the invocation: the record goes back to the queue."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Handled:
+    """One record's outcome, waiting to be recorded at the end of the batch."""
+
+    message_id: str
+    action: Action
+    result: DeliveryResult
+    at: datetime
+    replayed: bool  # a duplicate message: the saved result of an earlier delivery
+
+
 class ChannelConsumer:
     """Consumes one channel queue: partial batch responses, idempotency on the
-    action id, a remaining-time check per record, backoff for transient errors."""
+    action id, a remaining-time check per record, backoff for transient errors.
+
+    An outcome is durable before its message is acknowledged: the outcomes of
+    the batch are written after the records are handled, and when that write
+    fails every record whose outcome it carried is reported failed. Its retry
+    finds the idempotency record completed, gets the saved result back without
+    sending again, and writes the outcome with the time saved in that result,
+    so a rewrite overwrites rather than duplicates.
+    """
 
     def __init__(
         self,
@@ -226,10 +250,12 @@ class ChannelConsumer:
             payload_validation_jmespath="[type, case_id, level, entry, index, template]",
             raise_on_no_idempotency_key=True,
             expires_after_seconds=IDEMPOTENCY_TTL_S,
+            response_hook=_mark_replayed,
         )
         self.processor = BatchProcessor(
             event_type=EventType.SQS, raise_on_entire_batch_failure=False
         )
+        self._batch_at: datetime | None = None
 
         def deliver_once(message: dict[str, Any]) -> dict[str, Any]:
             action = ACTION.validate_python(message, strict=False)
@@ -238,6 +264,7 @@ class ChannelConsumer:
                 "outcome": result.outcome.value,
                 "reason": result.reason,
                 "provider_id": result.provider_id,
+                "at": (self._batch_at or self.clock()).isoformat(),
             }
 
         self._deliver_once: Callable[..., dict[str, Any]] = idempotent_function(
@@ -249,6 +276,7 @@ class ChannelConsumer:
 
     def handle(self, event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
         self.config.register_lambda_context(context)
+        self._batch_at = self.clock()
         account_ids = set()
         for record in event.get("Records", []):
             try:
@@ -256,6 +284,7 @@ class ChannelConsumer:
             except (ValueError, KeyError, TypeError):
                 continue  # a poison record fails on its own below
         self.delivery.preload(account_ids)
+        handled: list[_Handled] = []
 
         def record_handler(record: SQSRecord) -> None:
             if context.get_remaining_time_in_millis() < TIME_MARGIN_MS:
@@ -263,44 +292,112 @@ class ChannelConsumer:
             message = json.loads(record.body)
             if not isinstance(message, dict):
                 raise ValueError("an action message is a JSON object")
-            try:
-                self._deliver_once(message=message)
-            except TransientSendError as err:
-                receives = int(record.attributes.approximate_receive_count or 1)
-                count("ActionOutcomes", channel=self.channel.value, level="any", outcome="retried")
-                logger.warning(
-                    "transient delivery failure",
-                    extra={"message_id": record.message_id, "reason": err.reason},
-                )
-                self.sqs.change_message_visibility(
-                    QueueUrl=self.queue_url,
-                    ReceiptHandle=record.receipt_handle,
-                    VisibilityTimeout=backoff_seconds(receives, self.retry_base_s),
-                )
-                raise
+            action = ACTION.validate_python(message, strict=False)
+            handled.append(self._handle_one(record, message, action))
 
+        response = process_partial_response(
+            event=event,
+            record_handler=record_handler,
+            processor=self.processor,
+            context=context,
+        )
+        self._report(handled)
         try:
-            return process_partial_response(
-                event=event,
-                record_handler=record_handler,
-                processor=self.processor,
-                context=context,
+            self.delivery.record((h.action, h.result, h.at) for h in handled)
+        except Exception:
+            logger.exception(
+                "recording outcomes failed; their messages go back to the queue",
+                extra={"records": len(handled)},
             )
-        finally:
-            tally: Counter[tuple[str, str]] = Counter()
-            for action, outcome, reason, _provider in self.delivery.flush(self.clock()):
-                tally[(str(action.level), outcome)] += 1
+            return _failing(response, [h.message_id for h in handled])
+        return response
+
+    def _handle_one(self, record: SQSRecord, message: dict[str, Any], action: Action) -> _Handled:
+        try:
+            saved = self._deliver_once(message=message)
+        except TransientSendError as err:
+            receives = int(record.attributes.approximate_receive_count or 1)
+            count(
+                "ActionOutcomes",
+                channel=self.channel.value,
+                level=str(action.level),
+                outcome="retried",
+            )
+            logger.warning(
+                "transient delivery failure",
+                extra={
+                    "message_id": record.message_id,
+                    "action_id": action.action_id,
+                    "reason": err.reason,
+                },
+            )
+            self.sqs.change_message_visibility(
+                QueueUrl=self.queue_url,
+                ReceiptHandle=record.receipt_handle,
+                VisibilityTimeout=backoff_seconds(receives, self.retry_base_s),
+            )
+            raise
+        except IdempotencyValidationError:
+            # The same action id with a different action: never sent, never
+            # acknowledged; it ends in the DLQ for a person to look at.
+            logger.error(
+                "action id reused with a different payload; not sent",
+                extra={"message_id": record.message_id, "action_id": action.action_id},
+            )
+            raise
+        at = saved.get("at")
+        return _Handled(
+            message_id=record.message_id,
+            action=action,
+            result=DeliveryResult(
+                action.action_id,
+                DeliveryOutcome(saved["outcome"]),
+                str(saved["reason"]),
+                saved.get("provider_id"),
+            ),
+            at=datetime.fromisoformat(at) if at else (self._batch_at or self.clock()),
+            replayed=bool(saved.get("replayed")),
+        )
+
+    def _report(self, handled: Iterable[_Handled]) -> None:
+        """Log and count each outcome once: when it happened, not when replayed."""
+        tally: Counter[tuple[str, str]] = Counter()
+        for h in handled:
+            if h.replayed:
                 logger.info(
-                    "action outcome",
-                    extra={
-                        "action_id": action.action_id,
-                        "account_id": action.account_id,
-                        "channel": action.channel.value,
-                        "type": action.type.value,
-                        "level": action.level,
-                        "outcome": outcome,
-                        "reason": reason,
-                    },
+                    "duplicate action message; saved outcome recorded again",
+                    extra={"action_id": h.action.action_id, "message_id": h.message_id},
                 )
-            for (level, outcome), n in sorted(tally.items()):
-                count("ActionOutcomes", n, channel=self.channel.value, level=level, outcome=outcome)
+                continue
+            tally[(str(h.action.level), h.result.outcome.value)] += 1
+            logger.info(
+                "action outcome",
+                extra={
+                    "action_id": h.action.action_id,
+                    "account_id": h.action.account_id,
+                    "channel": h.action.channel.value,
+                    "type": h.action.type.value,
+                    "level": h.action.level,
+                    "outcome": h.result.outcome.value,
+                    "reason": h.result.reason,
+                },
+            )
+        for (level, outcome), n in sorted(tally.items()):
+            count("ActionOutcomes", n, channel=self.channel.value, level=level, outcome=outcome)
+
+
+def _mark_replayed(response: Any, idempotent_data: DataRecord) -> Any:
+    """Idempotency response hook: a saved result is flagged as a replay."""
+    if isinstance(response, dict):
+        return {**response, "replayed": True}
+    return response
+
+
+def _failing(
+    response: PartialItemFailureResponse, message_ids: Iterable[str]
+) -> PartialItemFailureResponse:
+    """`response` with `message_ids` added to its failed items."""
+    failures = list(response.get("batchItemFailures", []))
+    known = {f["itemIdentifier"] for f in failures}
+    failures += [{"itemIdentifier": m} for m in message_ids if m not in known]
+    return {"batchItemFailures": failures}

@@ -26,7 +26,12 @@ from jinja2 import TemplateError
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 from dunning import aws
-from dunning.channels.sms import InvalidPhoneNumberError, sms_segments, validate_e164
+from dunning.channels.sms import (
+    MAX_SMS_CHARACTERS,
+    InvalidPhoneNumberError,
+    sms_segments,
+    validate_e164,
+)
 from dunning.channels.ssrf import UnsafeUrlError
 from dunning.channels.templates import (
     InMemoryTemplates,
@@ -36,13 +41,19 @@ from dunning.channels.templates import (
     render_email,
     render_sms,
 )
-from dunning.channels.webhook import WebhookSendError, post_webhook, webhook_body
+from dunning.channels.webhook import (
+    InvalidSecretError,
+    WebhookSendError,
+    post_webhook,
+    webhook_body,
+)
 from dunning.clock import now as current_time
 from dunning.delivery import (
     ChannelConsumer,
     Delivery,
     PermanentSendError,
     Sender,
+    SendError,
     TransientSendError,
 )
 from dunning.model import AccountView, Action, ActionType, Channel
@@ -76,17 +87,42 @@ _SNS_PERMANENT = frozenset(
 SECRET_CACHE_S = 300
 
 
-def _provider_error(err: ClientError, permanent: frozenset[str], provider: str) -> Exception:
-    code = err.response.get("Error", {}).get("Code", "Unknown")
+def _provider_error(err: ClientError, permanent: frozenset[str], provider: str) -> SendError:
+    """Transient or permanent, from the provider's error code and HTTP status.
+
+    In order: throttling (any code that says so, SNS's `Throttled` and
+    `KMSThrottling` included, and any 429) and a request timeout (408) are
+    transient; a code known to mean "this request will never succeed" is
+    permanent; 5xx and an error without a status are transient; any other 4xx
+    is permanent. The reason names the provider and the code only: the
+    provider's message may echo the recipient.
+    """
+    code = str(err.response.get("Error", {}).get("Code") or "Unknown")
     status = int(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-    if code in permanent or (400 <= status < 500 and code not in _THROTTLING):
-        return PermanentSendError(f"{provider}_{code}")
-    return TransientSendError(f"{provider}_{code}")
+    reason = f"{provider}_{code}"
+    if _is_throttling(code) or status in _TRANSIENT_STATUSES:
+        return TransientSendError(reason)
+    if code in permanent:
+        return PermanentSendError(reason)
+    if 400 <= status < 500:
+        return PermanentSendError(reason)
+    return TransientSendError(reason)
 
 
+# Throttling codes that do not contain "throttl" (those that do are all throttling).
 _THROTTLING = frozenset(
-    {"Throttling", "ThrottlingException", "TooManyRequestsException", "RequestThrottled"}
+    {
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "ProvisionedThroughputExceededException",
+        "SlowDown",
+    }
 )
+_TRANSIENT_STATUSES = frozenset({408, 429})
+
+
+def _is_throttling(code: str) -> bool:
+    return code in _THROTTLING or "throttl" in code.lower()
 
 
 class PolicyLocales:
@@ -203,6 +239,11 @@ class SnsSmsSender:
                 "segments": segments.segments,
             },
         )
+        if len(text) > MAX_SMS_CHARACTERS:
+            # SNS would refuse it; no retry makes the template shorter.
+            raise PermanentSendError(
+                f"sms_too_long: {len(text)} characters, at most {MAX_SMS_CHARACTERS}"
+            )
         attributes: dict[str, Any] = {
             "AWS.SNS.SMS.SMSType": {"DataType": "String", "StringValue": "Transactional"}
         }
@@ -274,12 +315,28 @@ class SecretsCache:
 
 
 def _parse_secret(raw: str) -> list[str]:
+    """The signing secrets of a secret value, current first.
+
+    A secret that is neither a non-empty string nor JSON with a non-empty
+    `current` is a configuration error: permanent, and the error never quotes it.
+    """
     text = raw.strip()
-    if text.startswith("{"):
+    if not text.startswith("{"):
+        if not text:
+            raise PermanentSendError("secret_malformed: empty")
+        return [text]
+    try:
         data = json.loads(text)
-        values = [data.get("current"), data.get("previous")]
-        return [v for v in values if isinstance(v, str) and v]
-    return [text]
+    except ValueError:
+        raise PermanentSendError("secret_malformed: not JSON") from None
+    current = data.get("current") if isinstance(data, dict) else None
+    if not isinstance(current, str) or not current.strip():
+        raise PermanentSendError("secret_malformed: no current secret")
+    previous = data.get("previous")
+    values = [current.strip()]
+    if isinstance(previous, str) and previous.strip() and previous.strip() != values[0]:
+        values.append(previous.strip())
+    return values
 
 
 @dataclass
@@ -321,6 +378,8 @@ class WebhookSender:
             )
         except UnsafeUrlError as err:
             raise PermanentSendError(f"unsafe_url: {err.reason}") from None
+        except InvalidSecretError:
+            raise PermanentSendError("secret_malformed: not whsec_ and base64") from None
         except WebhookSendError as err:
             error = TransientSendError if err.transient else PermanentSendError
             raise error(f"webhook_{err.reason}") from None

@@ -28,6 +28,9 @@ GSM7_SINGLE = 160
 GSM7_MULTI = 153  # a concatenated segment loses 7 septets to its header
 UCS2_SINGLE = 70
 UCS2_MULTI = 67
+# SNS refuses a single SMS `Publish` longer than this (it splits shorter ones
+# into segments itself); a longer text is never sent.
+MAX_SMS_CHARACTERS = 1600
 
 # Characters locale formatting and word processors produce, with GSM-7 stand-ins.
 _REPLACEMENTS: dict[str, str] = {
@@ -179,6 +182,7 @@ def sms_segments(text: str) -> SmsSegments:
 __all__ = [
     "GSM7_BASIC",
     "GSM7_EXTENSION",
+    "MAX_SMS_CHARACTERS",
     "InvalidPhoneNumberError",
     "SmsEncoding",
     "SmsSegments",

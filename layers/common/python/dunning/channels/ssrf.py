@@ -13,9 +13,10 @@
   quad is not) and, for an IP literal, not in a forbidden range;
 - every address the name resolves to is public: not loopback, private,
   link-local, CGNAT (100.64.0.0/10), multicast, reserved, unspecified,
-  documentation, benchmarking, IPv4-compatible or site-local, and for IPv6
-  forms that embed an IPv4 address (IPv4-mapped, 6to4, Teredo, NAT64) the
-  embedded address passes the same test.
+  documentation, benchmarking, IPv4-compatible, IPv4-mapped (`::ffff:0:0/96`,
+  whatever IPv4 address it carries) or site-local, and for the other IPv6
+  forms that embed an IPv4 address (6to4, Teredo, NAT64) the embedded address
+  passes the same test.
 
 The first address is pinned: the sender connects to that IP (with the host
 name for SNI, certificate checks and the Host header), so a DNS answer that
@@ -190,7 +191,11 @@ def forbidden_reason(ip: IPAddress) -> str | None:
             if reason is not None:
                 return f"embedded_{reason}"
         if ip.ipv4_mapped is not None:
-            return None  # judged by its IPv4 address above
+            # Refused even when the IPv4 address is public: a DNS answer or a
+            # literal in this form is never what a real endpoint publishes
+            # (getaddrinfo returns plain IPv4), and refusing the whole range
+            # leaves no dual-stack parsing difference to exploit.
+            return "ipv4_mapped"
         if ip.is_site_local:
             return "site_local"
         if any(ip in net for net in _BLOCKED_V6):
