@@ -246,3 +246,90 @@ def scan_table(env: Env) -> list[dict[str, Any]]:
             break
         kwargs["ExclusiveStartKey"] = out["LastEvaluatedKey"]
     return sorted(items, key=lambda it: (it["PK"]["S"], it["SK"]["S"]))
+
+
+def account_ids_written(operation: str, params: dict[str, Any]) -> list[str]:
+    """The accounts whose account item a write request writes (a transaction's Put or
+    Update, UpdateItem, PutItem, BatchWriteItem's puts); empty for anything else."""
+    keys: list[dict[str, Any] | None] = []
+    if operation == "TransactWriteItems":
+        for entry in params.get("TransactItems", []):
+            for op, body in entry.items():
+                keys.append(body.get("Item") if op == "Put" else body.get("Key"))
+    elif operation == "UpdateItem":
+        keys.append(params.get("Key"))
+    elif operation == "PutItem":
+        keys.append(params.get("Item"))
+    elif operation == "BatchWriteItem":
+        for rows in params.get("RequestItems", {}).values():
+            keys += [row.get("PutRequest", {}).get("Item") for row in rows]
+    return [
+        key["PK"]["S"].removeprefix("ACCOUNT#")
+        for key in keys
+        if key is not None and key.get("SK", {}).get("S") == "ACCOUNT"
+    ]
+
+
+class AccountWrites:
+    """Counts, per account, the requests that write its account item, as they leave
+    the client: attempts, including the ones that fail their condition."""
+
+    def __init__(self) -> None:
+        self.attempts: Counter[str] = Counter()
+        self._client: Any = None
+
+    def _record(self, params: dict[str, Any], model: Any, **_: Any) -> None:
+        self.attempts.update(account_ids_written(model.name, params))
+
+    def __enter__(self) -> AccountWrites:
+        self._client = aws.dynamodb()
+        self._client.meta.events.register(
+            "provide-client-params.dynamodb", self._record, "account-writes"
+        )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._client.meta.events.unregister(
+            "provide-client-params.dynamodb", unique_id="account-writes"
+        )
+
+
+WriteHook = Callable[[int, str, dict[str, Any]], None]
+
+
+class OnAccountWrite:
+    """Calls `hook(n, operation, params)` just before the n-th request (1, 2, ...) that
+    writes `account_id`'s account item leaves the client: after the writer read the
+    account and built its conditional write, before DynamoDB checks the condition.
+
+    What the hook does with the store (a concurrent writer's payment, a snapshot of
+    the partition) is not itself observed."""
+
+    def __init__(self, account_id: str, hook: WriteHook) -> None:
+        self.account_id = account_id
+        self.hook = hook
+        self.requests: list[tuple[str, dict[str, Any]]] = []
+        self._busy = False
+        self._client: Any = None
+
+    def _before(self, params: dict[str, Any], model: Any, **_: Any) -> None:
+        if self._busy or self.account_id not in account_ids_written(model.name, params):
+            return
+        self.requests.append((model.name, params))
+        self._busy = True
+        try:
+            self.hook(len(self.requests), model.name, params)
+        finally:
+            self._busy = False
+
+    def __enter__(self) -> OnAccountWrite:
+        self._client = aws.dynamodb()
+        self._client.meta.events.register(
+            "provide-client-params.dynamodb", self._before, f"on-write-{id(self)}"
+        )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._client.meta.events.unregister(
+            "provide-client-params.dynamodb", unique_id=f"on-write-{id(self)}"
+        )

@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
-from dunning import aws
+from dunning import aws, engine
 from dunning.engine import apply_decision, decide
 from dunning.evaluation import ShardTask
 from dunning.model import (
+    AccountView,
     ActionSpec,
     ActionType,
     EventKind,
@@ -22,7 +23,7 @@ from dunning.model import (
     Mode,
     Payment,
 )
-from dunning.store import ConflictError, DynamoStore, StoredView
+from dunning.store import ConflictError, DecisionTooLargeError, DynamoStore, StoredView
 from dunning.store.schema import iso, shard_of
 from tests.builders import account, email, invoice, level, policy
 from tests.integration.conftest import SHARDS, TABLE_NAME, Env
@@ -303,9 +304,15 @@ def test_a_stale_decision_is_a_conflict_and_writes_nothing(env: Env) -> None:
     assert _partition(env) == before
 
 
-def test_a_stale_decision_too_big_for_one_transaction_writes_no_audit_event(env: Env) -> None:
-    # Given an invoice-mode policy and 40 overdue invoices: one case, one action and
-    # two audit events each, more than one transaction (100 writes) can hold
+def test_a_decision_too_big_for_one_transaction_writes_nothing(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A decision and its audit trail are written in one transaction or not at all:
+    one that needs more than 100 writes is refused whole (the engine's budget keeps
+    decisions smaller; this is what the store does when something slips past it)."""
+    # Given an invoice-mode policy and 40 overdue invoices decided without the
+    # engine's write budget: 40 cases and 40 actions with two audit events each
+    monkeypatch.setattr(engine, "WRITE_BUDGET", 10_000)
     p = policy(mode=Mode.INVOICE, levels=(level("reminder", 10, email("reminder")),))
     env.configure([p], T0 - timedelta(days=90))
     env.store.upsert_account(account(), T0 - timedelta(days=60), "billing")
@@ -316,18 +323,34 @@ def test_a_stale_decision_too_big_for_one_transaction_writes_no_audit_event(env:
     stored = env.store.get_view(ACC)
     decision = decide(stored.view, p, None, T0)
     new_view = apply_decision(stored.view, decision)
-    _, overflow = env.store.decision_items(stored, new_view, decision, T0)
-    assert overflow, "the scenario must not fit in one transaction"
-    # ... and a payment that lands meanwhile
-    env.store.record_payment(_payment(amount="50.00"), T0, "billing")
     before = _partition(env)
-    # When the stale decision is saved
-    # Then it is a conflict, and no audit event of a decision that never happened remains
-    with pytest.raises(ConflictError):
+    # When it is saved
+    # Then it is refused, and nothing of it was written
+    with pytest.raises(DecisionTooLargeError, match=r"needs [12]\d\d writes"):
         env.store.save_decision(stored, new_view, decision, T0)
-    after = _partition(env)
-    added = [it["SK"]["S"] for it in after if it not in before]
-    assert added == []
+    assert _partition(env) == before
+
+
+def test_a_stale_decisions_conflict_carries_the_account_as_it_now_is(env: Env) -> None:
+    """A decision's conditional write asks for the current account on failure
+    (ReturnValuesOnConditionCheckFailure): the conflict carries it, at its new version."""
+    # Given a decision taken at version v, and a payment that lands meanwhile (v+1)
+    _three_invoices(env)
+    stored, decision, new_view = _decided(env, T0)
+    env.store.record_payment(_payment(amount="10.00"), T0, "billing")
+    now = env.store.get_view(ACC)
+    assert now.version == stored.version + 1
+    # When the stale decision is saved
+    with pytest.raises(ConflictError) as caught:
+        env.store.save_decision(stored, new_view, decision, T0)
+    # Then the account's cancellation reason holds the item as the payment left it;
+    # the other writes of the transaction had no condition to fail
+    reasons = caught.value.reasons
+    assert reasons[0]["Code"] == "ConditionalCheckFailed"
+    assert {r["Code"] for r in reasons[1:]} <= {"None"}
+    item = reasons[0]["Item"]
+    assert item["version"]["N"] == str(now.version)
+    assert AccountView.model_validate_json(item["view"]["S"]) == now.view
 
 
 # ------------------------------------------------------------------ batching

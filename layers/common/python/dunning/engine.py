@@ -70,9 +70,10 @@ from dunning.model import (
 
 ZERO = Decimal(0)
 REINSTATEMENT_LEVEL = 0
-# Writes (cases, actions, approvals ...) after which a decision takes on no more
-# scopes: one scope adds at most a case, MAX_LEVEL_ACTIONS actions and a few
-# records, so a decision stays well inside one 100-write transaction.
+# Writes (cases, actions, approvals ..., audit events) after which a decision
+# takes on no more scopes: one scope adds at most a case, MAX_LEVEL_ACTIONS
+# actions, their audit events and a few records (about 30), so a decision and
+# its whole audit trail stay inside one 100-write transaction.
 WRITE_BUDGET = 60
 _T = TypeVar("_T")
 
@@ -334,11 +335,12 @@ def decide(
 def _over_budget(run: _Run) -> bool:
     """Whether this decision has written enough to stop taking on more scopes.
 
-    One decision is written in one DynamoDB transaction (at most 100 writes). A
-    decision stops starting new scopes (invoice-mode cases, pre-due reminders)
-    once it holds `WRITE_BUDGET` writes, and says so (`Decision.more`): the
-    caller decides the same account again at the same instant, which finds the
-    scopes already decided unchanged and takes on the next ones.
+    One decision is written in one DynamoDB transaction (at most 100 writes),
+    audit events included. A decision stops starting new scopes (invoice-mode
+    cases, pre-due reminders) once it holds `WRITE_BUDGET` writes, and says so
+    (`Decision.more`): the caller decides the same account again at the same
+    instant, which finds the scopes already decided unchanged and takes on the
+    next ones.
     """
     if run.more:
         return True
@@ -350,6 +352,7 @@ def _over_budget(run: _Run) -> bool:
         + len(run.suspensions)
         + len(run.plans)
         + len(run.invoices)
+        + len(run.events)
     )
     if writes >= WRITE_BUDGET:
         run.more = True

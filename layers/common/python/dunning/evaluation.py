@@ -253,7 +253,8 @@ class Evaluator:
 
         A decision that stopped at the engine's write budget (`Decision.more`)
         is written, then the account is read back and decided again at the same
-        instant, until nothing more is left (at most `MAX_PASSES` times)."""
+        instant, until nothing more is left. After `MAX_PASSES` the account stays
+        due at this instant and the next run goes on with it."""
         ready: list[Action] = []
         for passes in range(1, MAX_PASSES + 1):
             decision = self._decide_and_write(stored, as_of, book, result)

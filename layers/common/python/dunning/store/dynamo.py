@@ -15,10 +15,12 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from botocore.exceptions import ClientError
-from pydantic import BaseModel, TypeAdapter
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from dunning.calendars import next_send_time, zone
 from dunning.engine import apply_decision
@@ -30,6 +32,7 @@ from dunning.model import (
     AccountView,
     Action,
     ActionType,
+    Allocation,
     Approval,
     ApprovalStatus,
     AuditEvent,
@@ -369,42 +372,67 @@ class DynamoStore:
 
     # -------------------------------------------------------------- accounts
 
-    def upsert_account(self, account: Account, now: datetime, actor: str) -> WriteResult:
-        """Create an account, or update its attributes keeping its dunning state."""
+    def upsert_account(
+        self,
+        account: Account,
+        now: datetime,
+        actor: str,
+        *,
+        also: Callable[[AccountView], Mutation] | None = None,
+    ) -> WriteResult:
+        """Create an account, or update its attributes keeping its dunning state.
+
+        `also` changes the new view inside the same transaction (the exclusion
+        lists that name the account, `dunning.api.exclusions`): its events follow
+        the account's, its `extra` items (a guard) join the transaction. An
+        unchanged body whose `also` changes nothing writes nothing. The currency
+        of an account with open invoices or credit does not change (a conflict
+        on `currency`): their amounts are in the old one.
+        """
         for _attempt in range(5):
             try:
                 stored = self.get_view(account.account_id)
             except NotFoundError:
                 stored = StoredView(AccountView(account=account), 0)
-            if stored.version and stored.view.account.model_dump(
+            old = stored.view.account
+            same = bool(stored.version) and old.model_dump(
                 exclude={"version"}
-            ) == account.model_dump(exclude={"version"}):
+            ) == account.model_dump(exclude={"version"})
+            if stored.version and account.currency != old.currency:
+                self._refuse_currency_change(stored, account.currency)
+            view = stored.view.model_copy(
+                update={"account": account.model_copy(update={"version": stored.version + 1})}
+            )
+            change = also(view) if also is not None else Mutation(view, reevaluate=False)
+            if same and change.view.model_copy(update={"account": old}) == stored.view:
                 return WriteResult(created=False, version=stored.version)
-            new = StoredView(
-                stored.view.model_copy(
-                    update={"account": account.model_copy(update={"version": stored.version + 1})}
-                ),
-                stored.version,
-                stored.policy_id,
-            )
-            kind = EventKind.ACCOUNT_CREATED if stored.version == 0 else EventKind.ACCOUNT_UPDATED
-            event = AuditEvent(
-                event_id=stable_id(account.account_id, kind, stored.version),
-                account_id=account.account_id,
-                at=now,
-                kind=kind,
-                case_id=None,
-                data={"segment": account.segment, "currency": account.currency},
-                actor=actor,
-            )
+            events: list[AuditEvent] = []
+            if not same:
+                kind = (
+                    EventKind.ACCOUNT_CREATED if stored.version == 0 else EventKind.ACCOUNT_UPDATED
+                )
+                events.append(
+                    AuditEvent(
+                        event_id=stable_id(account.account_id, kind, stored.version),
+                        account_id=account.account_id,
+                        at=now,
+                        kind=kind,
+                        case_id=None,
+                        data={"segment": account.segment, "currency": account.currency},
+                        actor=actor,
+                    )
+                )
+            events.extend(change.events)
+            new = StoredView(change.view, stored.version, stored.policy_id)
+            # An account with nothing to dun has nothing to evaluate.
+            due = now if new.view.invoices or new.view.cases else None
             try:
                 self._transact(
                     [
-                        # An account with nothing to dun has nothing to evaluate.
-                        self._account_put(
-                            new, now if new.view.invoices or new.view.cases else None, now
-                        ),
-                        self._event_put(event),
+                        self._account_put(new, due, now),
+                        *[self._event_put(e, n) for n, e in enumerate(events)],
+                        *self._changed_children(stored.view, new.view),
+                        *change.extra,
                     ],
                     "upsert account",
                 )
@@ -413,21 +441,63 @@ class DynamoStore:
             return WriteResult(created=stored.version == 0, version=stored.version + 1)
         raise ConflictError(f"account {account.account_id} keeps changing; try again")
 
+    def _refuse_currency_change(self, stored: StoredView, currency: str) -> None:
+        view = stored.view
+        was = view.account.currency
+        owed = [
+            i.invoice_id
+            for i in view.invoices
+            if i.status is not InvoiceStatus.PAID
+            and i.status is not InvoiceStatus.WRITTEN_OFF
+            and i.open_amount > 0
+        ]
+        if owed:
+            shown = ", ".join(owed[:5]) + (", ..." if len(owed) > 5 else "")
+            raise ConflictError(
+                f"account {view.account.account_id} has {len(owed)} open invoice(s) in {was} "
+                f"({shown}): its currency cannot change to {currency} until they are paid "
+                "or written off",
+                field="currency",
+            )
+        _, credit = self.credit(view.account.account_id)
+        total = sum((amount for _, amount in credit), Decimal(0))
+        if total > 0:
+            raise ConflictError(
+                f"account {view.account.account_id} holds a credit of {total:f} {was}: "
+                f"its currency cannot change to {currency} while it does",
+                field="currency",
+            )
+
     # -------------------------------------------------------------- invoices
 
-    def upsert_invoice(self, invoice: Invoice, now: datetime, actor: str) -> WriteResult:
+    def upsert_invoice(
+        self,
+        invoice: Invoice,
+        now: datetime,
+        actor: str,
+        *,
+        also: Callable[[AccountView], Mutation] | None = None,
+    ) -> WriteResult:
         """Idempotent by invoice id: the same body twice changes nothing; another
         body under the same id is a conflict. Re-opens evaluation at once."""
-        return self.upsert_invoices([invoice], now, actor).results[0]
+        return self.upsert_invoices([invoice], now, actor, also=also).results[0]
 
     def upsert_invoices(
-        self, invoices: Sequence[Invoice], now: datetime, actor: str
+        self,
+        invoices: Sequence[Invoice],
+        now: datetime,
+        actor: str,
+        *,
+        also: Callable[[AccountView], Mutation] | None = None,
     ) -> BulkWriteResult:
         """Several invoices of one account in one transaction (at most
         `MAX_BULK_INVOICES`: the account, each invoice and its audit event).
 
         Each is idempotent by id as in `upsert_invoice`; a different body under
         an existing id fails the whole request before anything is written.
+        `also` changes the view with the new invoices in the same transaction
+        (the exclusion lists that name them). The account's credit (overpayments)
+        pays the open invoices at once, oldest due first, as the ledger would.
         """
         if not invoices:
             raise ValueError("no invoices")
@@ -441,7 +511,7 @@ class DynamoStore:
             for inv in invoices
         ]
         for _attempt in range(5):
-            keys = [account_key(account_id)] + [
+            keys = [account_key(account_id), self._credit_key(account_id)] + [
                 {PK: _s(f"ACCOUNT#{account_id}"), SK: _s(f"INVOICE#{i.invoice_id}")}
                 for i in invoices
             ]
@@ -476,23 +546,37 @@ class DynamoStore:
                 return BulkWriteResult(results, 0, stored.version)
             added = tuple(inv.model_copy(update={"version": 1}) for inv, _ in fresh)
             view = stored.view.model_copy(update={"invoices": (*stored.view.invoices, *added)})
+            change = also(view) if also is not None else Mutation(view, reevaluate=False)
+            _, credit = self._parse_credit(found.get("CREDIT"))
+            view, left, spent, paid_by_credit = self._apply_credit(change.view, credit)
+            final = {i.invoice_id: i for i in view.invoices}
+            added_ids = {i.invoice_id for i in added}
             items = [
                 self._account_put(StoredView(view, stored.version, stored.policy_id), now, now)
             ]
-            for inv, digest in zip(added, (d for _, d in fresh), strict=True):
+            for n, (inv, digest) in enumerate(zip(added, (d for _, d in fresh), strict=True)):
+                stored_inv = final[inv.invoice_id]
                 items.append(
                     self._put(
                         {
                             PK: _s(f"ACCOUNT#{account_id}"),
                             SK: _s(f"INVOICE#{inv.invoice_id}"),
                             "type": _s("invoice"),
-                            "body": _s(inv.model_dump_json(exclude_defaults=True)),
+                            "body": _s(stored_inv.model_dump_json(exclude_defaults=True)),
                             "body_hash": _s(digest),
                             "version": _n(1),
                         },
                         "attribute_not_exists(PK)",
                     )
                 )
+                data: dict[str, Any] = {
+                    "invoice_id": inv.invoice_id,
+                    "amount": str(inv.amount),
+                    "currency": inv.currency,
+                    "due_date": inv.due_date.isoformat(),
+                }
+                if inv.invoice_id in paid_by_credit:
+                    data["paid_by_credit"] = paid_by_credit[inv.invoice_id]
                 items.append(
                     self._event_put(
                         AuditEvent(
@@ -501,16 +585,30 @@ class DynamoStore:
                             at=now,
                             kind=EventKind.INVOICE_RECEIVED,
                             case_id=None,
-                            data={
-                                "invoice_id": inv.invoice_id,
-                                "amount": str(inv.amount),
-                                "currency": inv.currency,
-                                "due_date": inv.due_date.isoformat(),
-                            },
+                            data=data,
                             actor=actor,
-                        )
+                        ),
+                        n,  # the request's order, at one instant
                     )
                 )
+            items.extend(self._event_put(e, len(added) + n) for n, e in enumerate(change.events))
+            # Invoices that were there already and changed (an exclusion, a credit)
+            before = stored.view.model_copy(
+                update={
+                    "invoices": tuple(
+                        i for i in stored.view.invoices if i.invoice_id not in added_ids
+                    )
+                }
+            )
+            after = view.model_copy(
+                update={
+                    "invoices": tuple(i for i in view.invoices if i.invoice_id not in added_ids)
+                }
+            )
+            items.extend(self._changed_children(before, after))
+            if spent:
+                items.extend(self._credit_writes(view, left, spent, now))
+            items.extend(change.extra)
             try:
                 self._transact(items, "upsert invoices")
             except ConflictError:
@@ -524,8 +622,179 @@ class DynamoStore:
 
     # -------------------------------------------------------------- payments
 
+    @staticmethod
+    def _credit_key(account_id: str) -> dict[str, Any]:
+        return {PK: _s(f"ACCOUNT#{account_id}"), SK: _s("CREDIT")}
+
+    @staticmethod
+    def _parse_credit(
+        item: Mapping[str, Any] | None,
+    ) -> tuple[str | None, list[tuple[str, Decimal]]]:
+        if item is None:
+            return None, []
+        body = json.loads(item["body"]["S"])
+        return body["currency"], [(p["payment_id"], Decimal(p["amount"])) for p in body["payments"]]
+
+    def credit(self, account_id: str) -> tuple[str | None, list[tuple[str, Decimal]]]:
+        """The account's credit: its currency and, per payment (oldest first),
+        what it brought beyond the open invoices, kept to pay the next ones."""
+        return self._parse_credit(self._get(f"ACCOUNT#{account_id}", "CREDIT"))
+
+    @staticmethod
+    def _apply_credit(
+        view: AccountView, credit: list[tuple[str, Decimal]]
+    ) -> tuple[
+        AccountView,
+        list[tuple[str, Decimal]],
+        dict[str, list[Allocation]],
+        dict[str, dict[str, str]],
+    ]:
+        """Spend the credit on the view's open invoices, oldest due first (each
+        payment's remainder, oldest payment first), as the ledger allocates.
+        Returns the new view, the credit left, the allocations each payment
+        gains, and per invoice what paid it (payment id -> amount)."""
+        open_ = sorted(
+            (
+                i
+                for i in view.invoices
+                if i.status is InvoiceStatus.OPEN
+                and i.open_amount > 0
+                and i.currency == view.account.currency
+            ),
+            key=lambda i: (i.due_date, i.invoice_id),
+        )
+        owed = {i.invoice_id: i.open_amount for i in open_}
+        left: list[tuple[str, Decimal]] = []
+        spent: dict[str, list[Allocation]] = {}
+        paid_by: dict[str, dict[str, str]] = {}
+        for payment_id, amount in credit:
+            remaining = amount
+            for inv in open_:
+                take = min(remaining, owed[inv.invoice_id])
+                if take <= 0:
+                    continue
+                owed[inv.invoice_id] -= take
+                remaining -= take
+                spent.setdefault(payment_id, []).append(
+                    Allocation(invoice_id=inv.invoice_id, amount=take)
+                )
+                paid_by.setdefault(inv.invoice_id, {})[payment_id] = f"{take:f}"
+            if remaining > 0:
+                left.append((payment_id, remaining))
+        if not spent:
+            return view, credit, {}, {}
+        invoices = tuple(
+            i.model_copy(
+                update={
+                    "open_amount": owed[i.invoice_id],
+                    "status": InvoiceStatus.PAID if owed[i.invoice_id] == 0 else i.status,
+                }
+            )
+            if i.invoice_id in paid_by
+            else i
+            for i in view.invoices
+        )
+        return view.model_copy(update={"invoices": invoices}), left, spent, paid_by
+
+    def _credit_writes(
+        self,
+        view: AccountView,
+        left: list[tuple[str, Decimal]],
+        spent: Mapping[str, list[Allocation]],
+        now: datetime,
+    ) -> list[dict[str, Any]]:
+        """The credit item as `left` says (deleted when nothing is left), and each
+        payment whose credit paid invoices: its allocations grow, conditional on
+        its version."""
+        account_id = view.account.account_id
+        items: list[dict[str, Any]] = []
+        if spent:
+            keys = [
+                {PK: _s(f"ACCOUNT#{account_id}"), SK: _s(f"PAYMENT#{payment_id}")}
+                for payment_id in spent
+            ]
+            found = {it[SK]["S"]: it for it in self.batch_get(keys)}
+            for payment_id, allocations in spent.items():
+                item = found[f"PAYMENT#{payment_id}"]
+                payment = Payment.model_validate_json(item["body"]["S"])
+                grown = payment.model_copy(
+                    update={
+                        "allocations": (*payment.allocations, *allocations),
+                        "version": payment.version + 1,
+                    }
+                )
+                put = self._put(
+                    {
+                        **{k: v for k, v in item.items() if k not in ("body", "version")},
+                        "body": _s(grown.model_dump_json(exclude_defaults=True)),
+                        "version": _n(payment.version + 1),
+                    },
+                    "version = :pv",
+                )
+                put["Put"]["ExpressionAttributeValues"] = {":pv": _n(payment.version)}
+                items.append(put)
+        key = self._credit_key(account_id)
+        if not left:
+            items.append({"Delete": {"TableName": self.table, "Key": key}})
+            return items
+        body = {
+            "currency": view.account.currency,
+            "payments": [{"payment_id": p, "amount": f"{a:f}"} for p, a in left],
+        }
+        items.append(
+            self._put(
+                {
+                    **key,
+                    "type": _s("credit"),
+                    "body": _s(json.dumps(body)),
+                    "updated_at": _s(iso(now)),
+                }
+            )
+        )
+        return items
+
+    def _check_references(self, view: AccountView, payment: Payment) -> None:
+        """A payment names invoices and a plan of its account: an unknown one is
+        the caller's mistake (a 422 naming the field), never silently ignored."""
+        in_view = {i.invoice_id for i in view.invoices}
+        elsewhere = [i for i in payment.invoice_ids if i not in in_view]
+        known = in_view | {i.invoice_id for i in self.get_invoices(payment.account_id, elsewhere)}
+        problems: list[InitErrorDetails] = [
+            InitErrorDetails(
+                type=PydanticCustomError(
+                    "unknown_invoice",
+                    "account {account_id} has no invoice {invoice_id}",
+                    {"account_id": payment.account_id, "invoice_id": invoice_id},
+                ),
+                loc=("invoice_ids", n),
+                input=invoice_id,
+            )
+            for n, invoice_id in enumerate(payment.invoice_ids)
+            if invoice_id not in known
+        ]
+        if payment.plan_id is not None and not any(
+            p.plan_id == payment.plan_id for p in view.plans
+        ):
+            problems.append(
+                InitErrorDetails(
+                    type=PydanticCustomError(
+                        "unknown_plan",
+                        "account {account_id} has no running payment plan {plan_id}",
+                        {"account_id": payment.account_id, "plan_id": payment.plan_id},
+                    ),
+                    loc=("plan_id",),
+                    input=payment.plan_id,
+                )
+            )
+        if problems:
+            raise ValidationError.from_exception_data("Payment", problems)
+
     def record_payment(self, payment: Payment, now: datetime, actor: str) -> Payment:
-        """Idempotent by payment id. Allocates, updates the view, re-opens evaluation."""
+        """Idempotent by payment id. Allocates, updates the view, re-opens evaluation.
+
+        The invoices and the plan it names must exist (else a `ValidationError`
+        on `invoice_ids.<n>` / `plan_id`). What it brings beyond the open
+        invoices is kept as the account's credit and pays the next invoices."""
         digest = body_hash(payment, exclude={"version", "allocations", "reversed_at"})
         sk = f"PAYMENT#{payment.payment_id}"
         for _attempt in range(5):
@@ -538,20 +807,30 @@ class DynamoStore:
                     field="payment_id",
                 )
             stored = self.get_view(payment.account_id)
+            self._check_references(stored.view, payment)
             view, recorded = apply_payment(stored.view, payment)
             recorded = recorded.model_copy(update={"version": 1})
+            left = payment.amount - sum((a.amount for a in recorded.allocations), Decimal(0))
+            data: dict[str, Any] = {
+                "payment_id": payment.payment_id,
+                "amount": str(payment.amount),
+                "currency": payment.currency,
+                "allocations": {a.invoice_id: str(a.amount) for a in recorded.allocations},
+            }
+            credit_items: list[dict[str, Any]] = []
+            if left > 0:  # kept as the account's credit
+                data["credit"] = f"{left:f}"
+                _, credit = self.credit(payment.account_id)
+                credit_items = self._credit_writes(
+                    view, [*credit, (payment.payment_id, left)], {}, now
+                )
             event = AuditEvent(
                 event_id=stable_id(payment.account_id, "payment_received", payment.payment_id),
                 account_id=payment.account_id,
                 at=now,
                 kind=EventKind.PAYMENT_RECEIVED,
                 case_id=None,
-                data={
-                    "payment_id": payment.payment_id,
-                    "amount": str(payment.amount),
-                    "currency": payment.currency,
-                    "allocations": {a.invoice_id: str(a.amount) for a in recorded.allocations},
-                },
+                data=data,
                 actor=actor,
             )
             items = [
@@ -569,6 +848,7 @@ class DynamoStore:
                 ),
                 self._event_put(event),
                 *self._changed_children(stored.view, view),
+                *credit_items,
             ]
             try:
                 self._transact(items, "record payment")
@@ -578,9 +858,20 @@ class DynamoStore:
         raise ConflictError(f"account {payment.account_id} keeps changing; try again")
 
     def reverse_payment(
-        self, account_id: str, payment_id: str, reason: str, now: datetime, actor: str
+        self,
+        account_id: str,
+        payment_id: str,
+        reason: str,
+        now: datetime,
+        actor: str,
+        *,
+        also: Callable[[AccountView], Mutation] | None = None,
     ) -> Payment:
-        """A bounced payment: reopens exactly what it paid, re-opens evaluation."""
+        """A bounced payment: reopens exactly what it paid, re-opens evaluation.
+
+        Its credit not yet spent is gone; the credit of other payments pays what
+        reopens. `also` changes the view in the same transaction (the exclusion
+        lists, for invoices that come back into the view)."""
         for _attempt in range(5):
             item = self._get(f"ACCOUNT#{account_id}", f"PAYMENT#{payment_id}")
             if item is None:
@@ -598,6 +889,10 @@ class DynamoStore:
                     update={"invoices": (*base.invoices, *self.get_invoices(account_id, missing))}
                 )
             view, reversed_payment = reverse_payment(base, payment, now, reason)
+            change = also(view) if also is not None else Mutation(view, reevaluate=False)
+            _, credit = self.credit(account_id)
+            kept = [(p, a) for p, a in credit if p != payment_id]
+            view, left, spent, _ = self._apply_credit(change.view, kept)
             reversed_payment = reversed_payment.model_copy(update={"version": payment.version + 1})
             event = AuditEvent(
                 event_id=stable_id(account_id, "payment_reversed", payment_id),
@@ -621,7 +916,10 @@ class DynamoStore:
                 self._account_put(StoredView(view, stored.version, stored.policy_id), now, now),
                 payment_put,
                 self._event_put(event),
+                *[self._event_put(e, n + 1) for n, e in enumerate(change.events)],
                 *self._changed_children(base, view),
+                *(self._credit_writes(view, left, spent, now) if credit != left else ()),
+                *change.extra,
             ]
             try:
                 self._transact(items, "reverse payment")
@@ -972,9 +1270,12 @@ class DynamoStore:
         new_view: AccountView,
         decision: Decision,
         now: datetime,
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """The transaction that writes a decision, and the audit events that do
-        not fit in it (idempotent puts, written by batch after the transaction)."""
+    ) -> list[dict[str, Any]]:
+        """The one transaction that writes a decision with its audit events.
+
+        Raises DecisionTooLargeError if they need more than one transaction
+        holds: a decision and its audit trail are written together or not at
+        all (the engine keeps decisions inside `engine.WRITE_BUDGET`)."""
         account_id = new_view.account.account_id
         new = StoredView(new_view, stored.version, stored.policy_id)
         items: list[dict[str, Any]] = [self._account_put(new, decision.next_evaluation_at, now)]
@@ -1015,15 +1316,13 @@ class DynamoStore:
         items += [self._invoice_update(inv) for inv in decision.invoices]
         items += [self._put(self.outbox_item(a, pending=True)) for a in decision.actions]
         events = [self._event_put(e, n) for n, e in enumerate(explained(decision))]
-        room = MAX_TRANSACTION_ITEMS - len(items)
-        if room < 0:
+        items += events
+        if len(items) > MAX_TRANSACTION_ITEMS:
             raise DecisionTooLargeError(
                 f"decision for {account_id} needs {len(items)} writes "
                 f"(one transaction holds {MAX_TRANSACTION_ITEMS})"
             )
-        if len(events) > room:
-            return items + events[:room], events[room:]
-        return items + events, []
+        return items
 
     def save_decision(
         self,
@@ -1035,12 +1334,7 @@ class DynamoStore:
         """Write a decision: account view, cases, approvals, suspensions, plans,
         invoices, audit events and the outbox, in one transaction conditional on
         the account's version. Raises ConflictError if the account moved."""
-        items, overflow = self.decision_items(stored, new_view, decision, now)
-        self._transact(items, "save decision")
-        # Audit events beyond the transaction's 100 writes follow it, never precede
-        # it: a decision that lost its race must leave no trace.
-        if overflow:
-            self.batch_write([{"PutRequest": {"Item": e["Put"]["Item"]}} for e in overflow])
+        self._transact(self.decision_items(stored, new_view, decision, now), "save decision")
 
     def save_due_only(self, stored: StoredView, due_at: datetime | None, now: datetime) -> None:
         """Nothing changed but the next evaluation time: move (or drop) the due entry."""
