@@ -12,9 +12,11 @@ from typing import Any
 from dunning.model import (
     Account,
     AccountView,
+    Action,
     ActionSpec,
     ActionType,
     Calendar,
+    Channel,
     Invoice,
     Level,
     Policy,
@@ -105,3 +107,28 @@ def calendar(**kw: Any) -> Calendar:
 def view(*invoices: Invoice, **kw: Any) -> AccountView:
     acct = kw.pop("account", None) or account()
     return AccountView(account=acct, invoices=invoices, **kw)
+
+
+def action(**kw: Any) -> Action:
+    """An action as the engine queues it (an email of level 1 of the consumer policy)."""
+    base: dict[str, Any] = {
+        "action_id": "act-1",
+        "account_id": "acc-1",
+        "case_id": "case-1",
+        "type": ActionType.EMAIL,
+        "channel": Channel.EMAIL,
+        "level": 1,
+        "level_name": "reminder",
+        "entry": 1,
+        "index": 0,
+        "template": "reminder",
+        "target": None,
+        "locale": "en",
+        "not_before": T0,
+        "created_at": T0,
+        "policy_id": "consumer",
+        "policy_version": 1,
+        "invoice_ids": ("inv-1",),
+    }
+    base.update(kw)
+    return Action(**base)

@@ -14,7 +14,6 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from types import SimpleNamespace
@@ -50,6 +49,7 @@ from local.cloud import LocalCloud
 from local.portfolio import THRESHOLDS, standard_calendar, standard_policies
 from local.receiver import WebhookReceiver
 from local.runtime import sqs_record
+from tests.builders import action
 
 # A Tuesday, 10:00 UTC: inside sending hours in Berlin, Paris and London.
 AS_OF = datetime(2026, 11, 3, 10, 0, tzinfo=UTC)
@@ -669,26 +669,18 @@ def test_policy_locales_fall_back_to_the_configured_default_for_an_unknown_polic
 
 
 def _queued_like(**kw: Any) -> Action:
-    base = Action(
-        action_id="a-1",
-        account_id="acc-1",
-        case_id="c-1",
-        type=ActionType.SMS,
-        channel=Channel.SMS,
-        level=1,
-        level_name="reminder",
-        entry=1,
-        index=0,
-        template="reminder",
-        target=None,
-        locale="en",
-        not_before=AS_OF,
-        created_at=AS_OF,
-        policy_id="consumer",
-        policy_version=1,
-        invoice_ids=(),
+    return action(
+        **{
+            "action_id": "a-1",
+            "case_id": "c-1",
+            "type": ActionType.SMS,
+            "channel": Channel.SMS,
+            "not_before": AS_OF,
+            "created_at": AS_OF,
+            "invoice_ids": (),
+            **kw,
+        }
     )
-    return replace(base, **kw)
 
 
 def _sms_view(phone: str | None = "+4915112345678") -> AccountView:

@@ -4,9 +4,9 @@ transient failure waits before its retry."""
 from __future__ import annotations
 
 import random
-from dataclasses import replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -25,6 +25,7 @@ from dunning.model import (
     InvoiceStatus,
     Mode,
 )
+from tests import builders
 from tests.unit.strategies import PROPERTY_SETTINGS
 
 AT = datetime(2026, 11, 3, 10, 0, tzinfo=UTC)
@@ -32,27 +33,10 @@ AT = datetime(2026, 11, 3, 10, 0, tzinfo=UTC)
 # ------------------------------------------------------------------ staleness
 
 
-def action(**kw: object) -> Action:
-    base = Action(
-        action_id="act-1",
-        account_id="acc-1",
-        case_id="case-1",
-        type=ActionType.EMAIL,
-        channel=Channel.EMAIL,
-        level=2,
-        level_name="reminder",
-        entry=1,
-        index=0,
-        template="reminder",
-        target=None,
-        locale="en",
-        not_before=AT,
-        created_at=AT,
-        policy_id="consumer",
-        policy_version=1,
-        invoice_ids=("inv-1", "inv-2"),
+def action(**kw: Any) -> Action:
+    return builders.action(
+        **{"level": 2, "not_before": AT, "created_at": AT, "invoice_ids": ("inv-1", "inv-2"), **kw}
     )
-    return replace(base, **kw)  # type: ignore[arg-type]
 
 
 def invoice(

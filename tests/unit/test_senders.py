@@ -26,6 +26,7 @@ from dunning.senders import (
     SnsSmsSender,
     _provider_error,
 )
+from tests.builders import action
 from tests.unit.strategies import PROPERTY_SETTINGS
 
 AT = datetime(2026, 11, 3, 10, 0, tzinfo=UTC)
@@ -169,25 +170,8 @@ class FailingClient:
 
 
 def _action(type_: ActionType, template: str) -> Action:
-    return Action(
-        action_id="act-1",
-        account_id="acc-1",
-        case_id="case-1",
-        type=type_,
-        channel=Channel.EMAIL if type_ is ActionType.EMAIL else Channel.SMS,
-        level=1,
-        level_name="reminder",
-        entry=1,
-        index=0,
-        template=template,
-        target=None,
-        locale="en",
-        not_before=AT,
-        created_at=AT,
-        policy_id="consumer",
-        policy_version=1,
-        invoice_ids=("inv-1",),
-    )
+    channel = Channel.EMAIL if type_ is ActionType.EMAIL else Channel.SMS
+    return action(type=type_, channel=channel, template=template, not_before=AT, created_at=AT)
 
 
 def _view() -> AccountView:
