@@ -1291,3 +1291,41 @@ def test_a_varied_portfolio_of_1000_accounts_runs_as_the_simulation_predicts(env
     assert row.actions_deferred >= 10 and len(row.actions_sent) >= 2
     restored = {a.account_id for a in [*sent, *waiting] if a.type is ActionType.RESTORE_SERVICE}
     assert restored  # service suspended by dunning comes back once the case recovers
+
+
+@pytest.mark.parametrize(
+    ("target", "raced_write"), [("acc-1", "TransactWriteItems"), ("acc-3", "UpdateItem")]
+)
+def test_a_conflict_is_retried_on_the_account_the_failed_write_returned(
+    env: Env, target: str, raced_write: str
+) -> None:
+    """ReturnValuesOnConditionCheckFailure: the refused write (decision transaction or
+    due-only update) brings the account back as it now is; the retry reads nothing."""
+    _race_portfolio(env)
+    env.evaluator.dispatch(DAY_11)
+    tasks = shard_tasks(env)
+    racing = False
+    worker_reads: list[str] = []
+
+    def race(n: int, *_: object) -> None:
+        nonlocal racing
+        if n == 1:
+            racing = True
+            _rename(env, target, RACE_AT)
+            racing = False
+
+    def on_read(params: dict[str, Any], **_: object) -> None:
+        if not racing and params["Key"]["PK"]["S"] == f"ACCOUNT#{target}":
+            worker_reads.append(params["Key"]["SK"]["S"])
+
+    env.ddb.meta.events.register("provide-client-params.dynamodb.GetItem", on_read, "reads")
+    # When a rename lands between the worker's read of the account and its write
+    with OnAccountWrite(target, race) as hook:
+        results = run_tasks(env, tasks)
+    env.ddb.meta.events.unregister("provide-client-params.dynamodb.GetItem", unique_id="reads")
+    # Then the write was refused once and retried without reading the account again
+    assert [op for op, _ in hook.requests] == [raced_write, raced_write]
+    assert total(results, "conflicts_retried") == 1
+    assert worker_reads == []
+    # ... and the retry decided on the renamed account
+    assert env.store.get_view(target).view.account.name == "Renamed Ltd"

@@ -7,7 +7,8 @@
   page by page, decides each due account with the engine, writes each decision
   in one conditional transaction (view + cases + audit + outbox), and sends
   the due actions to the channel queues in batches of ten. On a conflict (a
-  payment landed meanwhile) it re-reads the account and decides again. Near
+  payment landed meanwhile) it decides again on the account as the failed
+  write returned it (ReturnValuesOnConditionCheckFailure), without a read. Near
   the end of its time budget it stops and returns a continuation task.
 """
 
@@ -299,11 +300,11 @@ class Evaluator:
                     self.store.save_decision(stored, new_view, decision, as_of)
                 else:
                     self.store.save_due_only(stored, decision.next_evaluation_at, as_of)
-            except ConflictError:
+            except ConflictError as err:
                 if attempt == CONFLICT_RETRIES:
                     raise
                 result.conflicts_retried += 1
-                stored = self.store.get_view(account_id)
+                stored = self.store.view_after_conflict(err, account_id)
                 continue
             except DecisionTooLargeError as err:
                 # Nothing is written; the account stays due and is tried again by

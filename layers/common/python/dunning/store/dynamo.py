@@ -169,7 +169,12 @@ class BulkWriteResult:
 def _map_client_error(err: ClientError, what: str) -> Exception:
     code = err.response.get("Error", {}).get("Code", "")
     if code == "ConditionalCheckFailedException":
-        return ConflictError(f"{what}: the item changed or exists")
+        # With ReturnValuesOnConditionCheckFailure the item as it now is comes back.
+        current = err.response.get("Item")
+        return ConflictError(
+            f"{what}: the item changed or exists",
+            reasons=[{"Code": "ConditionalCheckFailed", "Item": current}] if current else None,
+        )
     if code == "TransactionCanceledException":
         reasons = err.response.get("CancellationReasons", [])
         codes = [r.get("Code", "None") for r in reasons]
@@ -318,6 +323,18 @@ class DynamoStore:
         if stored.version:
             put["Put"]["ExpressionAttributeValues"] = {":v": _n(stored.version)}
         return put
+
+    def view_after_conflict(self, err: ConflictError, account_id: str) -> StoredView:
+        """The account as it is now, after a conditional write on it failed: the
+        item DynamoDB returned with the failure (ReturnValuesOnConditionCheckFailure)
+        when it is the account's, else one strongly consistent read."""
+        key = (f"ACCOUNT#{account_id}", "ACCOUNT")
+        for reason in err.reasons:
+            item = reason.get("Item") or {}
+            found = (item.get(PK, {}).get("S"), item.get(SK, {}).get("S"))
+            if found == key and "view" in item and "version" in item:
+                return self._stored(item)
+        return self.get_view(account_id)
 
     def get_view(self, account_id: str) -> StoredView:
         item = self._get(f"ACCOUNT#{account_id}", "ACCOUNT")
@@ -1352,6 +1369,7 @@ class DynamoStore:
                 UpdateExpression=update,
                 ConditionExpression="version = :v",
                 ExpressionAttributeValues=values,
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as err:
             raise _map_client_error(err, "move due entry") from err
