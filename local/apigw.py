@@ -182,6 +182,7 @@ def _local_identity(headers: Mapping[str, str]) -> tuple[str | None, str]:
     return None, "anonymous"
 
 
+# The reason phrases of the statuses the API answers (HTTP/1.x status lines).
 _REASONS = {
     200: "OK",
     201: "Created",
@@ -194,6 +195,7 @@ _REASONS = {
     409: "Conflict",
     412: "Precondition Failed",
     413: "Payload Too Large",
+    415: "Unsupported Media Type",
     422: "Unprocessable Entity",
     500: "Internal Server Error",
     503: "Service Unavailable",

@@ -118,3 +118,32 @@ def test_one_flow_over_http(server: str) -> None:
     request = urllib.request.Request(f"{server}/v1/docs")
     with urllib.request.urlopen(request, timeout=30) as response:
         assert "swagger" in response.read().decode().lower()
+    # Over HTTP, a body that is not JSON gets its status line's reason phrase ...
+    form = urllib.request.Request(
+        f"{server}/v1/accounts/acc-2",
+        data=b"currency=EUR",
+        headers={
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Authorization": "Bearer local:billing",
+        },
+        method="PUT",
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(form, timeout=30)
+    assert (refused.value.code, refused.value.reason) == (415, "Unsupported Media Type")
+    # ... and a 204 carries no body and no content type
+    draft = {
+        "policy_id": "p-x",
+        "name": "P",
+        "thresholds": {"EUR": "10"},
+        "levels": [{"name": "a", "days": 5}],
+    }
+    assert call(server, "POST", "/v1/policies/p-x/versions", "admin", draft)[0] == 201
+    delete = urllib.request.Request(
+        f"{server}/v1/policies/p-x/versions/1",
+        headers={"Authorization": "Bearer local:admin"},
+        method="DELETE",
+    )
+    with urllib.request.urlopen(delete, timeout=30) as response:
+        assert response.status == 204 and response.read() == b""
+        assert response.headers.get("Content-Type") is None

@@ -4,12 +4,16 @@ forbidden for the routes, and the whole route x role matrix."""
 
 from __future__ import annotations
 
+import io
 import json
-from datetime import timedelta
+import random
+from datetime import date, timedelta
 from typing import Any
 
 import pytest
 
+from dunning.api.app import openapi_document
+from local.apigw import wsgi_app
 from local.cloud import LocalCloud
 from tests.integration.api_helpers import NOW, ROLES, Api, account_body, invoice_body
 
@@ -173,7 +177,7 @@ def test_accounts_and_invoices_are_ingested_idempotently(api: Api) -> None:
     ("body", "loc"),
     [
         ({**invoice_body("inv-1", 3), "amount": 120.5}, ["body", "amount"]),
-        ({**invoice_body("inv-1", 3), "amount": "12.345"}, ["body"]),
+        ({**invoice_body("inv-1", 3), "amount": "12.345"}, ["body", "amount"]),
         ({**invoice_body("inv-1", 3), "due_date": 0}, ["body", "due_date"]),
         ({**invoice_body("inv-1", 3), "due_date": "2026-13-01"}, ["body", "due_date"]),
         ({**invoice_body("inv-1", 3), "currency": "eur"}, ["body", "currency"]),
@@ -207,7 +211,7 @@ def test_bulk_invoices_are_all_or_nothing(api: Api) -> None:
     clash = {**invoice_body("inv-1", 3), "amount": "5.00"}
     response = api("POST", "/accounts/acc-1/invoices/bulk", "billing", {"invoices": [*bulk, clash]})
     assert response.status == 409
-    assert response.json()["details"][0]["loc"] == ["body", "invoices", "4", "invoice_id"]
+    assert response.json()["details"][0]["loc"] == ["body", "invoices", 4, "invoice_id"]
     assert len(api.ok("GET", "/accounts/acc-1")["invoices"]) == 1
     done = api.ok("POST", "/accounts/acc-1/invoices/bulk", "billing", {"invoices": bulk})
     assert done["created"] == 4
@@ -585,3 +589,246 @@ def test_a_collector_escalates_a_case_and_its_level_runs(api: Api, stack: LocalC
         ).status
         == 404
     )
+
+
+# ------------------------------------------------ what documenting it found
+
+
+def _account_with_invoices(api: Api, *invoices: dict[str, Any]) -> None:
+    api.ok("PUT", "/accounts/acc-1", "billing", account_body())
+    for inv in invoices:
+        api.ok("PUT", f"/accounts/acc-1/invoices/{inv['invoice_id']}", "billing", inv)
+
+
+@pytest.mark.parametrize(
+    ("invoice", "field", "words"),
+    [
+        ({"amount": "12.345"}, "amount", "2 decimal places"),
+        ({"amount": "10.00", "open_amount": "5.001"}, "open_amount", "2 decimal places"),
+        ({"amount": "10.00", "open_amount": "20.00"}, "open_amount", "must not exceed"),
+        ({"issue_date": "2026-11-02", "due_date": "2026-11-01"}, "due_date", "issue date"),
+        ({"currency": "JPY", "amount": "100.5"}, "amount", "JPY has 0 decimal places"),
+    ],
+)
+def test_an_invalid_invoice_is_refused_at_its_field_with_a_readable_message(
+    api: Api, invoice: dict[str, Any], field: str, words: str
+) -> None:
+    # Given an account
+    api.ok("PUT", "/accounts/acc-1", "billing", account_body())
+    body = {**invoice_body("inv-1", 3), **invoice}
+    # When the invoice alone, then as the fourth of a bulk request, is sent
+    single = api("PUT", "/accounts/acc-1/invoices/inv-1", "billing", body)
+    others = [invoice_body(f"ok-{n}", 3) for n in range(3)]
+    bulk = api("POST", "/accounts/acc-1/invoices/bulk", "billing", {"invoices": [*others, body]})
+    # Then each names the field's path and says what is wrong in words, not a pydantic dump
+    for response, loc in ((single, ["body", field]), (bulk, ["body", "invoices", 3, field])):
+        assert response.status == 422, response.text
+        error = response.json()
+        assert error["code"] == "validation_error"
+        [problem] = error["details"]
+        assert problem["loc"] == loc
+        assert words in problem["msg"] and words in error["message"]
+        assert "validation error" not in response.text and "Value error" not in response.text
+    # ... and nothing was written
+    assert api.ok("GET", "/accounts/acc-1")["invoices"] == []
+
+
+def test_the_currency_of_an_account_with_open_invoices_does_not_change(api: Api) -> None:
+    # Given an account with an open invoice in EUR
+    _account_with_invoices(api, invoice_body("inv-1", 12))
+    before = api.ok("GET", "/accounts/acc-1")
+    # When the billing system sends it in USD
+    response = api("PUT", "/accounts/acc-1", "billing", account_body(currency="USD"))
+    # Then it is refused with a 409 saying what and where, and nothing changed
+    assert response.status == 409, response.text
+    error = response.json()
+    assert error["code"] == "conflict"
+    assert error["details"][0]["loc"] == ["body", "currency"]
+    assert "inv-1" in error["message"] and "USD" in error["message"]
+    assert api.ok("GET", "/accounts/acc-1") == before
+    # ... while an account with nothing open may change its currency
+    api.ok("PUT", "/accounts/acc-2", "billing", account_body())
+    assert api("PUT", "/accounts/acc-2", "billing", account_body(currency="USD")).status == 200
+    assert api.ok("GET", "/accounts/acc-2")["currency"] == "USD"
+
+
+def _payment(payment_id: str, amount: str, **kw: Any) -> dict[str, Any]:
+    return {
+        "payment_id": payment_id,
+        "currency": "EUR",
+        "amount": amount,
+        "received_at": NOW.isoformat(),
+        **kw,
+    }
+
+
+def test_a_payment_naming_an_unknown_invoice_or_plan_is_refused(api: Api) -> None:
+    # Given an account with one invoice
+    _account_with_invoices(api, invoice_body("inv-1", 12))
+    before = api.ok("GET", "/accounts/acc-1")
+    # When a payment names an invoice and a plan the account does not have
+    response = api(
+        "POST",
+        "/accounts/acc-1/payments",
+        "billing",
+        _payment("pay-1", "50.00", invoice_ids=["inv-1", "inv-404"], plan_id="plan-404"),
+    )
+    # Then it is a 422 naming each unknown reference, and nothing was written
+    assert response.status == 422, response.text
+    locs = {tuple(d["loc"]): d["msg"] for d in response.json()["details"]}
+    assert set(locs) == {("body", "invoice_ids", 1), ("body", "plan_id")}
+    assert "inv-404" in locs[("body", "invoice_ids", 1)]
+    assert api.ok("GET", "/accounts/acc-1") == before
+    # ... and the same payment id is free for the corrected payment
+    fixed = api("POST", "/accounts/acc-1/payments", "billing", _payment("pay-1", "50.00"))
+    assert fixed.status == 201
+    # An invoice already paid (no longer in the account's view) is still known
+    api.ok("POST", "/accounts/acc-1/payments", "billing", _payment("pay-2", "70.00"))
+    named = _payment("pay-3", "5.00", invoice_ids=["inv-1"])
+    assert api("POST", "/accounts/acc-1/payments", "billing", named).status == 201
+
+
+def test_an_overpayment_is_kept_as_credit_and_pays_the_next_invoices(api: Api) -> None:
+    # Given an account owing 120.00
+    _account_with_invoices(api, invoice_body("inv-1", 12))
+    # When it pays 200.00
+    paid = api.ok("POST", "/accounts/acc-1/payments", "billing", _payment("pay-1", "200.00"))
+    # Then 80.00 is unallocated, kept as the account's credit
+    assert paid["allocations"] == [{"invoice_id": "inv-1", "amount": "120.00"}]
+    assert paid["unallocated"] == "80.00"
+    assert api.ok("GET", "/accounts/acc-1")["summary"]["credit"] == "80.00"
+    # ... which no currency change may strand
+    assert api("PUT", "/accounts/acc-1", "billing", account_body(currency="USD")).status == 409
+    # When the next invoices arrive, the credit pays them, oldest due first
+    bulk = [invoice_body("inv-2", 5, "50.00"), invoice_body("inv-3", 10, "50.00")]
+    api.ok("POST", "/accounts/acc-1/invoices/bulk", "billing", {"invoices": bulk})
+    account = api.ok("GET", "/accounts/acc-1")
+    assert account["summary"]["credit"] == "0"
+    assert [(i["invoice_id"], i["open_amount"]) for i in account["invoices"]] == [
+        ("inv-2", "20.00")
+    ]
+    timeline = api.ok("GET", "/accounts/acc-1/timeline", query={"limit": "100"})["items"]
+    received = {
+        e["data"]["invoice_id"]: e["data"] for e in timeline if e["kind"] == "invoice_received"
+    }
+    assert received["inv-3"]["paid_by_credit"] == {"pay-1": "50.00"}
+    assert received["inv-2"]["paid_by_credit"] == {"pay-1": "30.00"}
+    # ... and the payment now shows where all of it went (a replay returns it as stored)
+    replay = api.ok("POST", "/accounts/acc-1/payments", "billing", _payment("pay-1", "200.00"))
+    assert replay["unallocated"] == "0.00"
+    assert [a["invoice_id"] for a in replay["allocations"]] == ["inv-1", "inv-3", "inv-2"]
+    # When the payment bounces, everything it paid reopens and no credit is left
+    api.ok("POST", "/accounts/acc-1/payments/pay-1/reversal", "billing", {"reason": "bounced"})
+    account = api.ok("GET", "/accounts/acc-1")
+    assert account["summary"]["open_amount"] == "220.00"
+    assert account["summary"]["credit"] == "0"
+
+
+def test_a_put_that_creates_declares_its_201_next_to_its_200() -> None:
+    document = openapi_document()
+    for path in ("/v1/accounts/{account_id}", "/v1/accounts/{account_id}/invoices/{invoice_id}"):
+        declared = document["paths"][path]["put"]["responses"]
+        for status in ("200", "201"):
+            schema = declared[status]["content"]["application/json"]["schema"]
+            assert schema == {"$ref": "#/components/schemas/WriteResponse"}, (path, status)
+
+
+def test_a_template_preview_falls_back_like_messages_and_says_in_which_locale(
+    api: Api,
+) -> None:
+    # A template no locale has: 404, not 422
+    missing = api("POST", "/templates/sms/en/no_such_template/preview", "viewer", {})
+    assert missing.status == 404 and missing.json()["code"] == "not_found"
+    missing = api("POST", "/templates/email/de/no_such_template/preview", "viewer", {})
+    assert missing.status == 404
+    # A locale without the template renders its language's, else English, and says so
+    for channel in ("sms", "email"):
+        swiss = api.ok("POST", f"/templates/{channel}/de_CH/reminder/preview", "viewer", {})
+        assert swiss["locale"] == "de", channel
+        spanish = api.ok("POST", f"/templates/{channel}/es/reminder/preview", "viewer", {})
+        assert spanish["locale"] == "en", channel
+        own = api.ok("POST", f"/templates/{channel}/fr/reminder/preview", "viewer", {})
+        assert own["locale"] == "fr", channel
+
+
+def test_a_conflict_on_a_route_without_a_body_points_at_the_path(api: Api) -> None:
+    # The default policy cannot be withdrawn: the refusal names the path parameter
+    response = api("POST", "/policies/consumer/deactivate", "admin")
+    assert response.status == 409
+    assert [d["loc"] for d in response.json()["details"]] == [["path", "policy_id"]]
+    # A conflict on a route with a body still points into the body
+    api.ok("PUT", "/accounts/acc-1", "billing", account_body())
+    api.ok("PUT", "/accounts/acc-1/invoices/inv-1", "billing", invoice_body("inv-1", 3))
+    other = {**invoice_body("inv-1", 3), "amount": "1.00"}
+    clash = api("PUT", "/accounts/acc-1/invoices/inv-1", "billing", other)
+    assert [d["loc"] for d in clash.json()["details"]] == [["body", "invoice_id"]]
+
+
+def test_a_204_has_no_content_type_and_a_415_its_reason_phrase(api: Api) -> None:
+    draft = {
+        "policy_id": "p-new",
+        "name": "P",
+        "thresholds": {"EUR": "10"},
+        "levels": [{"name": "a", "days": 5}],
+    }
+    api.ok("POST", "/policies/p-new/versions", "admin", draft)
+    deleted = api("DELETE", "/policies/p-new/versions/1", "admin")
+    assert deleted.status == 204 and deleted.text == ""
+    assert "content-type" not in {k.lower() for k in deleted.headers}
+    # Over HTTP (the local server's WSGI application): the status line names 415
+    app = wsgi_app(api.stack.functions["api"])
+    body = b"name=x"
+    environ = {
+        "REQUEST_METHOD": "PUT",
+        "PATH_INFO": "/v1/accounts/acc-1",
+        "QUERY_STRING": "",
+        "CONTENT_TYPE": "application/x-www-form-urlencoded",
+        "CONTENT_LENGTH": str(len(body)),
+        "HTTP_AUTHORIZATION": "Bearer local:billing",
+        "wsgi.input": io.BytesIO(body),
+    }
+    seen: list[str] = []
+    app(environ, lambda status, headers: seen.append(status))
+    assert seen == ["415 Unsupported Media Type"]
+
+
+def test_sets_come_back_sorted(api: Api) -> None:
+    # Given a calendar with thirty holidays and a rule with several segments, sent unsorted
+    dates = [str(date(2027, 1, 1) + timedelta(days=11 * n)) for n in range(30)]
+    random.Random(5).shuffle(dates)
+    calendar = {"calendar_id": "fr", "name": "France", "exclusion_dates": dates}
+    stored = api.ok("PUT", "/calendars/fr", "admin", calendar)["calendar"]
+    # Then every answer lists them sorted, every time
+    assert stored["exclusion_dates"] == sorted(dates)
+    assert api.ok("GET", "/calendars/fr")["calendar"]["exclusion_dates"] == sorted(dates)
+    listed = {
+        c["calendar"]["calendar_id"]: c["calendar"] for c in api.ok("GET", "/calendars")["items"]
+    }
+    assert listed["fr"]["exclusion_dates"] == sorted(dates)
+    audit = api.ok("GET", "/config-audit", query={"limit": "1"})["items"][0]
+    assert audit["after"]["exclusion_dates"] == sorted(dates)
+    segments = [f"seg-{c}" for c in "qwertyuiopasdfgh"]
+    rule = {"rule_id": "r1", "priority": 1, "policy_id": "business", "segments": segments}
+    rules = api.ok(
+        "PUT", "/selection-rules", "admin", {"rules": [rule], "default_policy_id": "consumer"}
+    )
+    assert rules["rules"][0]["segments"] == sorted(segments)
+    assert api.ok("GET", "/selection-rules")["rules"][0]["segments"] == sorted(segments)
+
+
+def test_same_instant_entries_keep_the_order_they_were_made_in(api: Api) -> None:
+    # Given the clock pinned: several configuration changes at one instant ...
+    names = [f"list-{c}" for c in "hdjaebgcfi"]
+    for name in names:
+        api.ok("PUT", f"/exclusion-lists/{name}", "admin", {"name": name})
+    # Then the audit, newest first, is the reverse of the order they were made in
+    audit = api.ok("GET", "/config-audit", query={"limit": "10"})["items"]
+    assert [c["resource_id"] for c in audit] == names[::-1]
+    # ... and a bulk request's invoices enter the timeline in the request's order
+    api.ok("PUT", "/accounts/acc-1", "billing", account_body())
+    ids = [f"inv-{c}" for c in "hdjaebgcfi"]
+    bulk = {"invoices": [invoice_body(i, 3) for i in ids]}
+    api.ok("POST", "/accounts/acc-1/invoices/bulk", "billing", bulk)
+    timeline = api.ok("GET", "/accounts/acc-1/timeline", query={"limit": "100"})["items"]
+    received = [e["data"]["invoice_id"] for e in timeline if e["kind"] == "invoice_received"]
+    assert received == ids

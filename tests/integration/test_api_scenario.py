@@ -3,9 +3,16 @@ pay, the promise breaks, dunning resumes, and the timeline explains each step.""
 
 from __future__ import annotations
 
+import itertools
 from datetime import timedelta
 
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
 from dunning import clock
+from dunning.model import ExclusionList
+from dunning.store.config import ConfigStore, ExclusionSnapshot
 from local.cloud import LocalCloud
 from tests.integration.api_helpers import NOW, Api, account_body, invoice_body
 
@@ -75,3 +82,129 @@ def test_a_broken_promise_resumes_dunning_and_the_timeline_explains_it(
     # ... and the resumed level's reminder went to the queue (dunning is running again)
     last = [e for e in timeline if e["kind"] == "action_scheduled"]
     assert last and last[-1]["at"] >= broken["at"]
+
+
+# ------------------------------------------- exclusion lists, in any order
+
+_examples = itertools.count()
+# Each step of the story; an account's invoices come after the account.
+STEPS = ("list", "account-1", "account-2", "invoices-1", "invoices-2")
+
+
+def _run_step(api: Api, step: str, n: int) -> None:
+    acc1, acc2 = f"x{n}-1", f"x{n}-2"
+    if step == "list":
+        body = {"name": "Legal hold", "account_ids": [acc1], "invoices": [f"{acc2}/inv-2"]}
+        api.ok("PUT", f"/exclusion-lists/legal-{n}", "admin", body)
+    elif step == "account-1":
+        api.ok("PUT", f"/accounts/{acc1}", "billing", account_body())
+    elif step == "account-2":
+        api.ok("PUT", f"/accounts/{acc2}", "billing", account_body())
+    elif step == "invoices-1":
+        api.ok("PUT", f"/accounts/{acc1}/invoices/inv-9", "billing", invoice_body("inv-9", 12))
+    else:
+        bulk = {"invoices": [invoice_body("inv-1", 12), invoice_body("inv-2", 12)]}
+        api.ok("POST", f"/accounts/{acc2}/invoices/bulk", "billing", bulk)
+
+
+@settings(
+    max_examples=16, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(order=st.permutations(STEPS))
+def test_an_exclusion_list_applies_whatever_the_order_of_the_calls(
+    api: Api, stack: LocalCloud, order: list[str]
+) -> None:
+    assume(order.index("account-1") < order.index("invoices-1"))
+    assume(order.index("account-2") < order.index("invoices-2"))
+    n = next(_examples)
+    acc1, acc2 = f"x{n}-1", f"x{n}-2"
+    # Given the list, the accounts and their invoices arriving in any order
+    for step in order:
+        _run_step(api, step, n)
+    # Then the listed account is excluded, and of the other account only the listed invoice
+    assert api.ok("GET", f"/accounts/{acc1}")["excluded_by"] == [f"legal-{n}"]
+    assert api.ok("GET", f"/accounts/{acc2}")["excluded_by"] == []
+    excluded = {i.invoice_id: i.excluded for i in stack.store().get_view(acc2).view.invoices}
+    assert excluded == {"inv-1": False, "inv-2": True}
+    # ... and the engine duns neither of them (each example runs the schedule anew)
+    stack.evaluate(NOW + timedelta(minutes=n))
+    assert api.ok("GET", f"/accounts/{acc1}")["cases"] == []
+    cases = api.ok("GET", f"/accounts/{acc2}")["cases"]
+    assert [c["invoice_ids"] for c in cases] == [["inv-1"]]
+
+
+def test_an_invoice_on_two_lists_stays_excluded_until_neither_names_it(
+    api: Api, stack: LocalCloud
+) -> None:
+    # Given an invoice on two exclusion lists
+    api.ok("PUT", "/accounts/acc-1", "billing", account_body())
+    api.ok("PUT", "/accounts/acc-1/invoices/inv-1", "billing", invoice_body("inv-1", 12))
+    for list_id in ("legal", "dispute"):
+        api.ok(
+            "PUT",
+            f"/exclusion-lists/{list_id}",
+            "admin",
+            {"name": list_id, "invoices": ["acc-1/inv-1"]},
+        )
+
+    def excluded() -> bool:
+        [inv] = stack.store().get_view("acc-1").view.invoices
+        return inv.excluded
+
+    # When one list lets it go, the other still holds it
+    api.ok("PUT", "/exclusion-lists/dispute", "admin", {"name": "dispute"})
+    assert excluded()
+    stack.evaluate(NOW)
+    assert api.ok("GET", "/accounts/acc-1")["cases"] == []
+    # ... and when the other does too, it is dunned again
+    api.ok("PUT", "/exclusion-lists/legal", "admin", {"name": "legal"})
+    assert not excluded()
+    stack.evaluate(NOW + timedelta(minutes=15))
+    assert len(api.ok("GET", "/accounts/acc-1")["cases"]) == 1
+
+
+def test_a_list_saved_while_an_account_is_created_still_applies(
+    api: Api, stack: LocalCloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given an admin saving a list that names acc-1 just after the account's
+    # creation read the lists, and before it wrote (the list's own pass finds no
+    # account to update)
+    original = ConfigStore.exclusion_snapshot
+    raced: list[int] = []
+
+    def racing(self: ConfigStore) -> ExclusionSnapshot:
+        snapshot = original(self)
+        if not raced:
+            raced.append(1)
+            body = ExclusionList(list_id="legal", name="Legal", account_ids=frozenset({"acc-1"}))
+            self.put_exclusion_list(body, "admin:other", NOW, None)
+        return snapshot
+
+    monkeypatch.setattr(ConfigStore, "exclusion_snapshot", racing)
+    # When the billing system creates the account
+    created = api("PUT", "/accounts/acc-1", "billing", account_body())
+    # Then the creation's write was refused once, read the lists again, and applied it
+    assert created.status == 201 and raced == [1]
+    assert api.ok("GET", "/accounts/acc-1")["excluded_by"] == ["legal"]
+
+
+def test_a_reversal_brings_back_an_invoice_a_list_named_while_it_was_paid(
+    api: Api, stack: LocalCloud
+) -> None:
+    # Given an overdue invoice paid in full (it leaves the account's view) ...
+    api.ok("PUT", "/accounts/acc-1", "billing", account_body())
+    api.ok("PUT", "/accounts/acc-1/invoices/inv-1", "billing", invoice_body("inv-1", 12))
+    payment = {
+        "payment_id": "pay-1",
+        "currency": "EUR",
+        "amount": "120.00",
+        "received_at": NOW.isoformat(),
+    }
+    api.ok("POST", "/accounts/acc-1/payments", "billing", payment)
+    # ... then put on a list
+    api.ok("PUT", "/exclusion-lists/legal", "admin", {"name": "legal", "invoices": ["acc-1/inv-1"]})
+    # When the payment bounces, the invoice is open again, and still on the list
+    api.ok("POST", "/accounts/acc-1/payments/pay-1/reversal", "billing", {"reason": "bounced"})
+    assert api.ok("GET", "/accounts/acc-1")["summary"]["open_amount"] == "120.00"
+    stack.evaluate(NOW)
+    assert api.ok("GET", "/accounts/acc-1")["cases"] == []

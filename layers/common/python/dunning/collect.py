@@ -27,6 +27,7 @@ from dunning.model import (
     CaseStatus,
     Decision,
     EventKind,
+    ExclusionList,
     Installment,
     InvoiceStatus,
     PaymentPlan,
@@ -369,36 +370,48 @@ def move_case(
         raise CollectorError(str(err), field=field) from None
 
 
-def set_exclusions(
+def apply_exclusions(
     view: AccountView,
+    lists: Iterable[ExclusionList],
     *,
-    list_id: str,
-    account_member: bool,
-    invoice_ids: Iterable[str],
     now: datetime,
     actor: str,
+    cause: str | None = None,
 ) -> Mutation:
-    """Bring the account's view in line with one exclusion list's membership."""
-    excluded_by = tuple(x for x in view.excluded_by if x != list_id)
-    if account_member:
-        excluded_by = (*excluded_by, list_id)
-    wanted = set(invoice_ids)
+    """Bring the account's view in line with every stored exclusion list.
+
+    The lists are the truth: the account is excluded by the lists that name it,
+    an invoice by any list that names `<account_id>/<invoice_id>`. The same
+    function runs when a list is saved (for the accounts it names) and when the
+    billing system creates or changes an account or its invoices, so the order
+    of those calls does not matter. `cause` says what triggered it (the list
+    saved), for the audit event written when something changed.
+    """
+    account_id = view.account.account_id
+    prefix = f"{account_id}/"
+    ordered = sorted(lists, key=lambda x: x.list_id)
+    excluded_by = tuple(x.list_id for x in ordered if account_id in x.account_ids)
+    wanted = {
+        ref.removeprefix(prefix) for x in ordered for ref in x.invoice_ids if ref.startswith(prefix)
+    }
     invoices = tuple(
-        i.model_copy(update={"excluded": i.invoice_id in wanted}) for i in view.invoices
+        i
+        if i.excluded == (i.invoice_id in wanted)
+        else i.model_copy(update={"excluded": i.invoice_id in wanted})
+        for i in view.invoices
     )
     new = view.model_copy(update={"excluded_by": excluded_by, "invoices": invoices})
-    changed = new != view
-    events: tuple[AuditEvent, ...] = ()
-    if changed:
-        events = (
-            _event(
-                view,
-                EventKind.EXCLUSION_CHANGED,
-                None,
-                now,
-                actor,
-                f"{list_id}/{now.isoformat()}",
-                {"list_id": list_id, "account": account_member, "invoice_ids": sorted(wanted)},
-            ),
-        )
-    return Mutation(new, events, reevaluate=changed, result=changed)
+    if new == view:
+        return Mutation(view, (), reevaluate=False, result=False)
+    excluded_invoices = sorted(i.invoice_id for i in invoices if i.excluded)
+    before_invoices = sorted(i.invoice_id for i in view.invoices if i.excluded)
+    data: dict[str, Any] = {
+        "excluded_by": list(excluded_by),
+        "excluded_invoices": excluded_invoices,
+        "before": {"excluded_by": list(view.excluded_by), "excluded_invoices": before_invoices},
+    }
+    if cause is not None:
+        data["list_id"] = cause
+    key = f"{now.isoformat()}/{','.join(excluded_by)}/{','.join(excluded_invoices)}"
+    event = _event(view, EventKind.EXCLUSION_CHANGED, None, now, actor, key, data)
+    return Mutation(new, (event,), reevaluate=True, result=True)

@@ -17,7 +17,15 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 from aws_lambda_powertools.event_handler.openapi.models import Server
 from pydantic import ValidationError
 
-from dunning.api.common import JSON, ApiError, detail, error_response
+from dunning.api.common import (
+    JSON,
+    ApiError,
+    detail,
+    error_response,
+    field_path,
+    pydantic_details,
+)
+from dunning.api.contracts import ErrorDetail
 from dunning.api.routes import analysis, billing, collectors, config, reading
 from dunning.collect import CollectorError
 from dunning.ledger import LedgerError
@@ -39,15 +47,30 @@ DESCRIPTION = (
 MAX_BODY_BYTES = 1_000_000
 
 
-def _validation_details(errors: Any) -> list[Any]:
-    out = []
-    for err in errors:
-        loc = [p if isinstance(p, int) else str(p) for p in err.get("loc", ())]
-        out.append(detail(loc, str(err.get("msg", "invalid")), str(err.get("type", "invalid"))))
-    return out
+def _location(app: APIGatewayRestResolver, field: str) -> list[str | int] | None:
+    """Where a domain error's field is, for the route being served: a path
+    parameter (`["path", "policy_id"]`), else the body when the route reads one
+    (`["body", "invoices", 3, "currency"]`), else nowhere (None)."""
+    dependant = getattr(app.context.get("_route"), "dependant", None)
+    parts = field_path(field)
+    if not parts:
+        return None
+    bodies = getattr(dependant, "body_params", None) or []
+    body_fields = {n for b in bodies for n in getattr(b.type_, "model_fields", {})}
+    path_names = {p.alias for p in getattr(dependant, "path_params", None) or []}
+    if bodies and (parts[0] in body_fields or parts[0] not in path_names):
+        return ["body", *parts]
+    if parts[0] in path_names:
+        return ["path", *parts]
+    return None
 
 
-def _handle(err: Exception) -> Response[Any]:
+def _at(app: APIGatewayRestResolver, field: str | None, message: str) -> list[ErrorDetail]:
+    where = _location(app, field) if field else None
+    return [detail(where, message)] if where else []
+
+
+def _handle(err: Exception, app: APIGatewayRestResolver) -> Response[Any]:
     """Domain and framework errors to HTTP, in one table."""
     if isinstance(err, ApiError):
         return error_response(err)
@@ -60,18 +83,15 @@ def _handle(err: Exception) -> Response[Any]:
                 )
             )
         return error_response(
-            ApiError(422, "validation_error", "the request is invalid", _validation_details(errors))
+            ApiError(422, "validation_error", "the request is invalid", pydantic_details(errors))
         )
-    if isinstance(err, ValidationError):  # a domain model refused a value
+    if isinstance(err, ValidationError):  # a domain model refused a value of the body
         return error_response(
             ApiError(
                 422,
                 "validation_error",
                 "the request is invalid",
-                [
-                    detail(["body", *d.loc], d.msg, d.type)
-                    for d in _validation_details(err.errors())
-                ],
+                pydantic_details(err.errors(), ["body"]),
             )
         )
     if isinstance(err, NotFoundError | LookupError) and not isinstance(err, NoPolicyError):
@@ -79,12 +99,11 @@ def _handle(err: Exception) -> Response[Any]:
     if isinstance(err, ConflictError):
         if err.precondition:
             return error_response(ApiError(412, "precondition_failed", str(err)))
-        where = [detail(["body", *err.field.split(".")], str(err))] if err.field else []
-        return error_response(ApiError(409, "conflict", str(err), where))
+        return error_response(ApiError(409, "conflict", str(err), _at(app, err.field, str(err))))
     if isinstance(err, CollectorError):
         if err.field:
             return error_response(
-                ApiError(422, "validation_error", str(err), [detail(["body", err.field], str(err))])
+                ApiError(422, "validation_error", str(err), _at(app, err.field, str(err)))
             )
         return error_response(ApiError(409, "conflict", str(err)))
     if isinstance(err, NoPolicyError):
@@ -110,7 +129,7 @@ def build_app() -> APIGatewayRestResolver:
     for module in (billing, collectors, config, reading, analysis):
         app.include_router(module.router, prefix=PREFIX)
 
-    app.exception_handler(Exception)(_handle)
+    app.exception_handler(Exception)(lambda err: _handle(err, app))
 
     @app.not_found
     def not_found(_: Exception) -> Response[Any]:

@@ -17,7 +17,7 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -87,6 +87,34 @@ def detail(loc: Iterable[str | int], msg: str, type_: str = "value_error") -> Er
     return ErrorDetail(loc=list(loc), msg=msg, type=type_)
 
 
+def readable(msg: str) -> str:
+    """A pydantic message without its technical prefix ("Value error, ...")."""
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            return msg[len(prefix) :]
+    return msg
+
+
+def field_path(field: str) -> list[str | int]:
+    """A dotted field (`invoices.3.amount`) as a location (`["invoices", 3, "amount"]`)."""
+    return [int(p) if p.isdigit() else p for p in field.split(".") if p]
+
+
+def pydantic_details(
+    errors: Iterable[Mapping[str, Any]], prefix: Iterable[str | int] = ()
+) -> list[ErrorDetail]:
+    """Pydantic's errors as ours: the field path under `prefix`, a readable message."""
+    head = list(prefix)
+    return [
+        detail(
+            [*head, *(p if isinstance(p, int) else str(p) for p in err.get("loc", ()))],
+            readable(str(err.get("msg", "invalid"))),
+            str(err.get("type", "invalid")),
+        )
+        for err in errors
+    ]
+
+
 def _error_content(description: str) -> dict[str, Any]:
     return {"description": description, "content": {JSON: {"model": ErrorResponse}}}
 
@@ -104,16 +132,21 @@ CONFLICT = {409: _error_content("The resource's state refuses the request")}
 PRECONDITION = {412: _error_content("If-Match names a stale version")}
 
 
+def success(status: int, model: type[BaseModel] | None, description: str) -> dict[int, Any]:
+    """A success response to declare next to the route's main one (a PUT that
+    answers 201 when it creates, 200 when it updates)."""
+    if model is None:
+        return {status: {"description": description}}
+    return {status: {"description": description, "content": {JSON: {"model": model}}}}
+
+
 def responses(
     status: int, model: type[BaseModel] | None, description: str, *extra: dict[int, Any]
 ) -> dict[int, Any]:
     out: dict[int, Any] = dict(COMMON_ERRORS)
     for more in extra:
         out.update(more)
-    if model is None:
-        out[status] = {"description": description}
-    else:
-        out[status] = {"description": description, "content": {JSON: {"model": model}}}
+    out.update(success(status, model, description))
     return out
 
 
@@ -132,7 +165,8 @@ def ok(
 
 
 def no_content() -> Response[Any]:
-    return Response(status_code=204, content_type=JSON, body="")
+    """204: no body, so no Content-Type either."""
+    return Response(status_code=204, body="")
 
 
 # -------------------------------------------------------------------- roles

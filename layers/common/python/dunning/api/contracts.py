@@ -222,6 +222,10 @@ class PaymentResponse(Contract):
     amount: MoneyString
     received_at: datetime
     allocations: list[AllocationResponse]
+    unallocated: MoneyString = Field(
+        description="What no invoice took: kept as the account's credit, it pays the next "
+        "invoices as they arrive (those then appear in `allocations`); 0 once reversed"
+    )
     reversed_at: datetime | None = None
     reversal_reason: str | None = None
 
@@ -364,6 +368,9 @@ class OverdueSummary(Contract):
     open_invoices: int
     overdue_invoices: int
     oldest_due_date: date | None = None
+    credit: MoneyString = Field(
+        description="Payments beyond the open invoices, kept to pay the next ones"
+    )
 
 
 class AccountResponse(Contract):

@@ -117,12 +117,17 @@ def payment(p: Payment) -> PaymentResponse:
             AllocationResponse(invoice_id=a.invoice_id, amount=money(a.amount))
             for a in p.allocations
         ],
+        unallocated=money(
+            p.amount * 0  # in the currency's places, like the amounts next to it
+            if p.reversed_at is not None
+            else p.amount - sum((a.amount for a in p.allocations), Decimal(0))
+        ),
         reversed_at=p.reversed_at,
         reversal_reason=p.reversal_reason,
     )
 
 
-def summary(stored: StoredView, at: datetime) -> OverdueSummary:
+def summary(stored: StoredView, at: datetime, credit: Decimal = Decimal(0)) -> OverdueSummary:
     view = stored.view
     currency = view.account.currency
     today = at.astimezone(ZoneInfo(view.account.timezone)).date()
@@ -139,10 +144,11 @@ def summary(stored: StoredView, at: datetime) -> OverdueSummary:
         open_invoices=len(open_),
         overdue_invoices=len(overdue),
         oldest_due_date=min((i.due_date for i in overdue), default=None),
+        credit=money(credit),
     )
 
 
-def account(stored: StoredView, at: datetime) -> AccountResponse:
+def account(stored: StoredView, at: datetime, credit: Decimal = Decimal(0)) -> AccountResponse:
     view = stored.view
     acct = view.account
     return AccountResponse(
@@ -158,7 +164,7 @@ def account(stored: StoredView, at: datetime) -> AccountResponse:
         service_status=acct.service_status.value,
         excluded_by=list(view.excluded_by),
         version=stored.version,
-        summary=summary(stored, at),
+        summary=summary(stored, at, credit),
         invoices=[invoice(i) for i in view.invoices],
         cases=[case(c) for c in view.cases],
         suspensions=[suspension(s) for s in view.suspensions],

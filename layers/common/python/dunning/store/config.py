@@ -12,6 +12,7 @@ resource's version so two admins never overwrite each other silently.
 | calendar | `CALENDAR#<id>` | `CALENDAR` (`list_pk=CALENDAR`) |
 | selection rules | `CONFIG#selection` | `CONFIG` |
 | exclusion list | `EXCLUSION#<id>` | `LIST` (`list_pk=EXCLUSION`) |
+| exclusion registry | `CONFIG#exclusions` | `CONFIG` (`list:<id>` = its version) |
 | template part | `TEMPLATES` | `<channel>/<locale>/<name><suffix>` |
 | config audit | `AUDIT#config` | `EVENT#<iso time>#<id>` |
 """
@@ -19,6 +20,7 @@ resource's version so two admins never overwrite each other silently.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
+from pydantic_core import to_jsonable_python
 
 from dunning.model import Calendar, ExclusionList, Policy, PolicyRule
 from dunning.store.dynamo import TEMPLATES_PK, DynamoStore, _n, _s
@@ -33,6 +36,8 @@ from dunning.store.errors import ConflictError, NotFoundError
 from dunning.store.schema import LIST_PK, LIST_SK, PK, SK, iso, parse_iso
 
 AUDIT_PK = "AUDIT#config"
+EXCLUSION_REGISTRY = {PK: _s("CONFIG#exclusions"), SK: _s("CONFIG")}
+_LIST_ATTR = "list:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,9 +68,37 @@ class ConfigChange:
     after: Any
 
 
+@dataclass(frozen=True, slots=True)
+class ExclusionSnapshot:
+    """Every stored exclusion list, read consistently, with the transaction item
+    that makes a write conditional on none of them having changed since."""
+
+    lists: tuple[ExclusionList, ...]
+    guard: dict[str, Any]
+
+
+def _sorted_sets(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _sorted_sets(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_sorted_sets(v) for v in value]
+    if isinstance(value, set | frozenset):
+        try:
+            return sorted(value)
+        except TypeError:
+            return sorted(value, key=str)
+    return value
+
+
+def plain(model: BaseModel) -> Any:
+    """A model as JSON-ready data, its sets as sorted lists (a frozenset's order
+    changes from one process to the next; responses and audit records must not)."""
+    return to_jsonable_python(_sorted_sets(model.model_dump()))
+
+
 def _dump(value: Any) -> Any:
     if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
+        return plain(value)
     return value
 
 
@@ -76,6 +109,7 @@ class ConfigStore:
         self.store = store
         self._db: Any = store._db
         self.table = store.table
+        self._exclusions_cache: tuple[int, tuple[ExclusionList, ...]] | None = None
 
     # ------------------------------------------------------------ primitives
 
@@ -89,12 +123,15 @@ class ConfigStore:
             "before": _dump(change.before),
             "after": _dump(change.after),
         }
+        # Changes stamped with the same instant (a pinned clock, a batch) keep the
+        # order they were made in: the wall clock's nanoseconds break the tie.
+        tie = f"{time.time_ns():020d}{uuid.uuid4().hex[:6]}"
         return {
             "Put": {
                 "TableName": self.table,
                 "Item": {
                     PK: _s(AUDIT_PK),
-                    SK: _s(f"EVENT#{iso(change.at)}#{uuid.uuid4().hex[:12]}"),
+                    SK: _s(f"EVENT#{iso(change.at)}#{tie}"),
                     "type": _s("config_audit"),
                     "body": _s(json.dumps(body, sort_keys=True)),
                 },
@@ -449,6 +486,57 @@ class ConfigStore:
             )
         ]
 
+    def exclusion_snapshot(self) -> ExclusionSnapshot:
+        """Every exclusion list, as of now, and a guard for the write that applies
+        them: a ConditionCheck on the registry's version, which every list
+        change moves. A list saved between this read and that write fails the
+        write, which then reads again (`DynamoStore`'s retries).
+
+        The lists of a registry version never change, so they are kept in memory
+        per version: a steady state costs one GetItem of the registry."""
+        item = self._get("CONFIG#exclusions", "CONFIG")
+        check: dict[str, Any] = {"TableName": self.table, "Key": dict(EXCLUSION_REGISTRY)}
+        if item is None:  # no list saved since the registry exists: the lists index
+            check["ConditionExpression"] = "attribute_not_exists(PK)"
+            lists = tuple(v.body for v in self.exclusion_lists())
+            return ExclusionSnapshot(lists, {"ConditionCheck": check})
+        version = int(item["version"]["N"])
+        check["ConditionExpression"] = "version = :v"
+        check["ExpressionAttributeValues"] = {":v": _n(version)}
+        cached = self._exclusions_cache
+        if cached is None or cached[0] != version:
+            ids = [k.removeprefix(_LIST_ATTR) for k in item if k.startswith(_LIST_ATTR)]
+            keys = [{PK: _s(f"EXCLUSION#{i}"), SK: _s("LIST")} for i in sorted(ids)]
+            found = [
+                ExclusionList.model_validate_json(it["body"]["S"])
+                for it in self.store.batch_get(keys)
+            ]
+            cached = (version, tuple(sorted(found, key=lambda x: x.list_id)))
+            self._exclusions_cache = cached
+        return ExclusionSnapshot(cached[1], {"ConditionCheck": check})
+
+    def _registry_update(self, list_id: str, version: int) -> dict[str, Any]:
+        """The registry's entry for a saved list, and its version moved on. The
+        first time, the lists saved before the registry existed join it too."""
+        names = {"#l": f"{_LIST_ATTR}{list_id}"}
+        values: dict[str, Any] = {":v": _n(version), ":zero": _n(0), ":one": _n(1)}
+        sets = ["#l = :v"]
+        if self._get("CONFIG#exclusions", "CONFIG") is None:
+            for n, old in enumerate(x for x in self.exclusion_lists() if x.body.list_id != list_id):
+                names[f"#o{n}"] = f"{_LIST_ATTR}{old.body.list_id}"
+                values[f":o{n}"] = _n(old.version)
+                sets.append(f"#o{n} = :o{n}")
+        sets.append("version = if_not_exists(version, :zero) + :one")
+        return {
+            "Update": {
+                "TableName": self.table,
+                "Key": dict(EXCLUSION_REGISTRY),
+                "UpdateExpression": "SET " + ", ".join(sets),
+                "ExpressionAttributeNames": names,
+                "ExpressionAttributeValues": values,
+            }
+        }
+
     def put_exclusion_list(
         self, exclusion: ExclusionList, actor: str, now: datetime, expected: int | None
     ) -> tuple[Versioned, ExclusionList | None]:
@@ -485,7 +573,11 @@ class ConfigStore:
             )
         )
         self._write(
-            [self._versioned_put(item, expected, current), audit],
+            [
+                self._versioned_put(item, expected, current),
+                self._registry_update(exclusion.list_id, current + 1),
+                audit,
+            ],
             "put exclusion list",
             expected is not None,
         )

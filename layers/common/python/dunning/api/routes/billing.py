@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Header, Path
+from pydantic import ValidationError
 
 from dunning.api import shapes
 from dunning.api.common import (
@@ -22,13 +23,16 @@ from dunning.api.common import (
     actor_of,
     detail,
     ok,
+    pydantic_details,
     responses,
     services,
+    success,
 )
 from dunning.api.contracts import (
     AccountRequest,
     BulkInvoicesRequest,
     BulkWriteResponse,
+    ErrorDetail,
     Id,
     InvoiceRequest,
     PaymentRequest,
@@ -36,15 +40,42 @@ from dunning.api.contracts import (
     ReversalRequest,
     WriteResponse,
 )
+from dunning.api.exclusions import CurrentExclusions
 from dunning.api.idempotency import with_idempotency_key
 from dunning.model import Account, Invoice, Payment
+from dunning.money import check_amount
 
 router = Router()  # type: ignore[no-untyped-call]
 TAGS = ["billing"]
 AccountId = Annotated[Id, Path(description="The billing system's account id")]
 
 
+def _invoice_problems(body: InvoiceRequest, loc: list[str | int]) -> list[ErrorDetail]:
+    """What the invoice model would refuse, each at its field: amounts finer than
+    the currency's minor units, an open amount over the amount, a due date
+    before the issue date."""
+    problems = []
+    amount = Decimal(body.amount)
+    for name, value in (("amount", amount), ("open_amount", body.open_amount)):
+        if value is None:
+            continue
+        try:
+            check_amount(Decimal(value), body.currency)
+        except ValueError as err:
+            problems.append(detail([*loc, name], str(err)))
+    if body.open_amount is not None and Decimal(body.open_amount) > amount:
+        problems.append(detail([*loc, "open_amount"], "must not exceed the amount"))
+    if body.due_date < body.issue_date:
+        problems.append(detail([*loc, "due_date"], "must not be before the issue date"))
+    return problems
+
+
 def _invoice(account_id: str, body: InvoiceRequest, loc: list[str | int]) -> Invoice:
+    """The domain invoice of a request; `loc` is where the request's invoice is
+    (`["body"]`, `["body", "invoices", 3]`)."""
+    problems = _invoice_problems(body, loc)
+    if problems:
+        raise ApiError(422, "validation_error", problems[0].msg, problems)
     amount = Decimal(body.amount)
     open_amount = Decimal(body.open_amount) if body.open_amount is not None else amount
     try:
@@ -60,18 +91,25 @@ def _invoice(account_id: str, body: InvoiceRequest, loc: list[str | int]) -> Inv
                 "due_date": body.due_date,
             }
         )
-    except ValueError as err:
-        raise ApiError(
-            422, "validation_error", "the invoice is invalid", [detail([*loc], str(err))]
-        ) from None
+    except ValidationError as err:  # what the checks above missed, still at its field
+        details = pydantic_details(err.errors(), loc)
+        raise ApiError(422, "validation_error", details[0].msg, details) from None
 
 
 @router.put(
     "/accounts/<account_id>",
-    summary="Create or update an account",
+    summary="Create (201) or update (200) an account",
+    description="The exclusion lists that name the account apply at once. The currency of "
+    "an account with open invoices or credit does not change (409 on `currency`).",
     tags=TAGS,
     middlewares=BILLING,
-    responses=responses(200, WriteResponse, "Stored"),
+    responses=responses(
+        200,
+        WriteResponse,
+        "Updated, or unchanged (`created` is false)",
+        CONFLICT,
+        success(201, WriteResponse, "Created"),
+    ),
 )
 def put_account(account_id: AccountId, body: AccountRequest) -> Response[Any]:
     s = services(router)
@@ -79,7 +117,10 @@ def put_account(account_id: AccountId, body: AccountRequest) -> Response[Any]:
         {**body.model_dump(), "account_id": account_id, "tags": frozenset(body.tags)},
         strict=False,
     )
-    result = s.store.upsert_account(account, s.clock(), actor_of(router))
+    now, actor = s.clock(), actor_of(router)
+    result = s.store.upsert_account(
+        account, now, actor, also=CurrentExclusions(s.config, now, actor)
+    )
     return ok(
         WriteResponse(account_id=account_id, created=result.created, version=result.version),
         201 if result.created else 200,
@@ -89,10 +130,19 @@ def put_account(account_id: AccountId, body: AccountRequest) -> Response[Any]:
 
 @router.put(
     "/accounts/<account_id>/invoices/<invoice_id>",
-    summary="Create an invoice (idempotent on its id)",
+    summary="Create an invoice (201; idempotent on its id: the same body again is a 200)",
+    description="An exclusion list that names the invoice applies at once; the account's "
+    "credit (overpayments) pays it at once.",
     tags=TAGS,
     middlewares=BILLING,
-    responses=responses(200, WriteResponse, "Stored", NOT_FOUND, CONFLICT),
+    responses=responses(
+        200,
+        WriteResponse,
+        "Already stored with this body (`created` is false)",
+        NOT_FOUND,
+        CONFLICT,
+        success(201, WriteResponse, "Created"),
+    ),
 )
 def put_invoice(
     account_id: AccountId, invoice_id: Annotated[Id, Path()], body: InvoiceRequest
@@ -105,8 +155,10 @@ def put_invoice(
             [detail(["body", "invoice_id"], "must equal the path's invoice id")],
         )
     s = services(router)
+    invoice = _invoice(account_id, body, ["body"])
+    now, actor = s.clock(), actor_of(router)
     result = s.store.upsert_invoice(
-        _invoice(account_id, body, ["body"]), s.clock(), actor_of(router)
+        invoice, now, actor, also=CurrentExclusions(s.config, now, actor)
     )
     return ok(
         WriteResponse(account_id=account_id, created=result.created, version=result.version),
@@ -134,11 +186,20 @@ def post_invoices(account_id: AccountId, body: BulkInvoicesRequest) -> Response[
             "invoice ids repeat within the request",
             [detail(["body", "invoices"], "duplicate invoice_id")],
         )
-    invoices = [
-        _invoice(account_id, inv, ["body", "invoices", n, "invoice_id"])
+    problems = [
+        p
         for n, inv in enumerate(body.invoices)
+        for p in _invoice_problems(inv, ["body", "invoices", n])
     ]
-    result = s.store.upsert_invoices(invoices, s.clock(), actor_of(router))
+    if problems:
+        raise ApiError(422, "validation_error", problems[0].msg, problems)
+    invoices = [
+        _invoice(account_id, inv, ["body", "invoices", n]) for n, inv in enumerate(body.invoices)
+    ]
+    now, actor = s.clock(), actor_of(router)
+    result = s.store.upsert_invoices(
+        invoices, now, actor, also=CurrentExclusions(s.config, now, actor)
+    )
     return ok(
         BulkWriteResponse(
             account_id=account_id,
@@ -153,6 +214,10 @@ def post_invoices(account_id: AccountId, body: BulkInvoicesRequest) -> Response[
 @router.post(
     "/accounts/<account_id>/payments",
     summary="Record a payment (idempotent on its id)",
+    description="It pays the invoices it names (`invoice_ids`, each must exist: else a 422 "
+    "on `invoice_ids/<n>`), or the plan it names, then the oldest due open invoices. What "
+    "is left (`unallocated`) is kept as the account's credit and pays its next invoices "
+    "as they arrive.",
     tags=TAGS,
     middlewares=BILLING,
     status_code=201,
@@ -203,7 +268,13 @@ def post_reversal(
     account_id: AccountId, payment_id: Annotated[Id, Path()], body: ReversalRequest
 ) -> Response[Any]:
     s = services(router)
+    now, actor = s.clock(), actor_of(router)
     reversed_ = s.store.reverse_payment(
-        account_id, payment_id, body.reason, s.clock(), actor_of(router)
+        account_id,
+        payment_id,
+        body.reason,
+        now,
+        actor,
+        also=CurrentExclusions(s.config, now, actor),
     )
     return ok(shapes.payment(reversed_))

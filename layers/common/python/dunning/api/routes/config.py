@@ -6,15 +6,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
-from functools import partial
 from typing import Annotated, Any, Literal
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.openapi.params import Header, Path, Query
 from jinja2 import TemplateError
+from pydantic import ValidationError
 
-from dunning import collect
 from dunning.api.common import (
     ADMIN,
     CONFLICT,
@@ -29,6 +28,7 @@ from dunning.api.common import (
     if_match,
     no_content,
     ok,
+    pydantic_details,
     responses,
     services,
 )
@@ -55,11 +55,13 @@ from dunning.api.contracts import (
     TemplateRequest,
     TemplateResponse,
 )
+from dunning.api.exclusions import CurrentExclusions
 from dunning.channels.sms import sms_segments
 from dunning.channels.templates import (
     CHANNEL_PARTS,
     InMemoryTemplates,
     PackageTemplates,
+    TemplateNotFoundError,
     Templates,
     render_email,
     render_sms,
@@ -77,7 +79,7 @@ from dunning.model import (
     PolicyRule,
 )
 from dunning.store import NotFoundError
-from dunning.store.config import PolicyVersionInfo
+from dunning.store.config import PolicyVersionInfo, plain
 
 router = Router()  # type: ignore[no-untyped-call]
 TAGS = ["configuration"]
@@ -95,7 +97,7 @@ LocaleName = Annotated[str, Path(pattern=r"^[a-z]{2,3}(_[A-Z]{2})?$")]
 
 def _version_response(info: PolicyVersionInfo) -> PolicyVersionResponse:
     return PolicyVersionResponse(
-        policy=info.policy.model_dump(mode="json"),
+        policy=plain(info.policy),
         policy_id=info.policy.policy_id,
         version=info.policy.version,
         created_at=info.created_at,
@@ -287,7 +289,7 @@ def put_calendar(
     calendar = Calendar.model_validate(body.model_dump())
     stored = s.config.put_calendar(calendar, actor_of(router), s.clock(), if_match(if_match_header))
     return ok(
-        CalendarResponse(calendar=calendar.model_dump(mode="json"), version=stored.version),
+        CalendarResponse(calendar=plain(calendar), version=stored.version),
         etag=stored.version,
     )
 
@@ -302,7 +304,7 @@ def put_calendar(
 def get_calendar(calendar_id: Annotated[Id, Path()]) -> Response[Any]:
     stored = services(router).config.calendar(calendar_id)
     return ok(
-        CalendarResponse(calendar=stored.body.model_dump(mode="json"), version=stored.version),
+        CalendarResponse(calendar=plain(stored.body), version=stored.version),
         etag=stored.version,
     )
 
@@ -318,7 +320,7 @@ def get_calendars() -> Response[Any]:
     return ok(
         CalendarListResponse(
             items=[
-                CalendarResponse(calendar=c.body.model_dump(mode="json"), version=c.version)
+                CalendarResponse(calendar=plain(c.body), version=c.version)
                 for c in services(router).config.calendars()
             ]
         )
@@ -339,7 +341,7 @@ def get_selection() -> Response[Any]:
     stored = services(router).config.selection()
     return ok(
         SelectionResponse(
-            rules=[r.model_dump(mode="json") for r in stored.body["rules"]],
+            rules=[plain(r) for r in stored.body["rules"]],
             default_policy_id=stored.body["default_policy_id"],
             version=stored.version,
         ),
@@ -374,7 +376,7 @@ def put_selection(body: SelectionRequest, if_match_header: IfMatch = None) -> Re
     )
     return ok(
         SelectionResponse(
-            rules=[r.model_dump(mode="json") for r in rules],
+            rules=[plain(r) for r in rules],
             default_policy_id=body.default_policy_id,
             version=stored.version,
         ),
@@ -402,7 +404,8 @@ def _exclusion_response(
     "/exclusion-lists/<list_id>",
     summary="Create or replace a named exclusion list (accounts, or invoices as account/invoice)",
     description="Dunning never touches a listed account or invoice. The accounts the change "
-    "concerns are updated at once and evaluated again at the next run.",
+    "concerns are updated at once and evaluated again at the next run; an account or "
+    "invoice the billing system creates later is excluded from its creation on.",
     tags=TAGS,
     middlewares=ADMIN,
     responses=responses(200, ExclusionListResponse, "Stored", PRECONDITION),
@@ -431,26 +434,15 @@ def put_exclusion_list(
     touched = set(exclusion.account_ids) | {ref.split("/")[0] for ref in exclusion.invoice_ids}
     if before is not None:
         touched |= set(before.account_ids) | {ref.split("/")[0] for ref in before.invoice_ids}
+    # Every stored list applies (an invoice on two lists stays excluded while one
+    # names it); an account that does not exist yet gets them when it is created.
+    apply = CurrentExclusions(s.config, now, actor, cause=list_id, saved=exclusion)
     updated = 0
     for account_id in sorted(touched):
-        invoices = {
-            ref.split("/")[1] for ref in exclusion.invoice_ids if ref.split("/")[0] == account_id
-        }
         try:
-            _, mutation = s.store.mutate(
-                account_id,
-                partial(
-                    collect.set_exclusions,
-                    list_id=list_id,
-                    account_member=account_id in exclusion.account_ids,
-                    invoice_ids=invoices,
-                    now=now,
-                    actor=actor,
-                ),
-                now,
-            )
+            _, mutation = s.store.mutate(account_id, apply, now)
         except NotFoundError:
-            continue  # listed before the billing system created it: applied on creation
+            continue
         updated += 1 if mutation.result else 0
     return ok(_exclusion_response(exclusion, stored.version, updated), etag=stored.version)
 
@@ -569,6 +561,10 @@ def _preview(
     overrides: dict[str, str],
 ) -> TemplatePreviewResponse:
     renderer = _renderer(s, overrides)
+    try:  # the locale it renders in: the one asked for, else its language, else English
+        used = renderer.resolve(name, channel, locale)
+    except TemplateNotFoundError as err:
+        raise NotFoundError(str(err)) from None
     now = s.clock()
     today = now.date()
     due = today - timedelta(days=sample.days_overdue)
@@ -590,10 +586,9 @@ def _preview(
                 due_date=due,
             )
         ]
-    except ValueError as err:
-        raise ApiError(
-            422, "validation_error", "the sample data is invalid", [detail(["body"], str(err))]
-        ) from None
+    except ValidationError as err:
+        details = pydantic_details(err.errors(), ["body"])
+        raise ApiError(422, "validation_error", details[0].msg, details) from None
     action = Action(
         action_id="preview",
         account_id="sample",
@@ -615,9 +610,7 @@ def _preview(
     )
     try:
         if channel == "email":
-            mail = render_email(
-                action, account, invoices, as_of=now, templates=renderer, default_locale=locale
-            )
+            mail = render_email(action, account, invoices, as_of=now, templates=renderer)
             return TemplatePreviewResponse(
                 channel=channel,
                 locale=mail.locale,
@@ -629,7 +622,7 @@ def _preview(
         text = render_sms(action, account, invoices, as_of=now, templates=renderer)
         return TemplatePreviewResponse(
             channel=channel,
-            locale=locale,
+            locale=used,
             name=name,
             text=text,
             sms_segments=sms_segments(text).segments,
@@ -646,6 +639,9 @@ def _preview(
 @router.post(
     "/templates/<channel>/<locale>/<name>/preview",
     summary="Render a template with sample data (no side effect)",
+    description="A locale without the template falls back to its language, then to English "
+    "(as messages do); `locale` in the answer is the one rendered. No template in any of "
+    "them: 404.",
     tags=TAGS,
     middlewares=VIEWER,
     responses=responses(200, TemplatePreviewResponse, "Rendered", NOT_FOUND),

@@ -1,0 +1,59 @@
+"""The stored exclusion lists, applied inside the write that changes an account.
+
+Saving a list applies it to the accounts it names that exist; creating or
+changing an account, or ingesting its invoices, applies every list that names
+them. Each of those writes carries the registry's guard (see
+`ConfigStore.exclusion_snapshot`), so a list saved meanwhile makes the write
+read the lists again: the result does not depend on the order of the calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+
+from dunning import collect
+from dunning.model import AccountView, ExclusionList
+from dunning.store import Mutation
+from dunning.store.config import ConfigStore, ExclusionSnapshot
+
+
+class CurrentExclusions:
+    """A change for `DynamoStore` writes: the account's view in line with the
+    stored exclusion lists, plus the guard that the lists did not change.
+
+    The first call for an account may use the snapshot read for an earlier
+    account of the same request; a second call for the same account is a retry
+    after a failed write, which reads the lists again."""
+
+    def __init__(
+        self,
+        config: ConfigStore,
+        now: datetime,
+        actor: str,
+        cause: str | None = None,
+        saved: ExclusionList | None = None,
+    ) -> None:
+        self.config = config
+        self.now = now
+        self.actor = actor
+        self.cause = cause
+        self.saved = saved  # the list just saved (the registry may not list it yet)
+        self._snapshot: ExclusionSnapshot | None = None
+        self._seen: set[str] = set()
+
+    def snapshot(self, account_id: str) -> ExclusionSnapshot:
+        if self._snapshot is None or account_id in self._seen:
+            self._snapshot = self.config.exclusion_snapshot()
+        self._seen.add(account_id)
+        return self._snapshot
+
+    def __call__(self, view: AccountView) -> Mutation:
+        snapshot = self.snapshot(view.account.account_id)
+        lists = {x.list_id: x for x in snapshot.lists}
+        if self.saved is not None and self.saved.list_id not in lists:
+            lists[self.saved.list_id] = self.saved
+        mutation = collect.apply_exclusions(
+            view, lists.values(), now=self.now, actor=self.actor, cause=self.cause
+        )
+        return replace(mutation, extra=(*mutation.extra, snapshot.guard))
