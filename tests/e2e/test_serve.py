@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -20,35 +21,47 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
+def _listening(out: Path, proc: subprocess.Popen[bytes], seconds: float = 120) -> int:
+    """The port the server prints (`listening <port>`) once it is up."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for line in out.read_text().splitlines():
+            if line.startswith("listening "):
+                return int(line.split()[1])
+        assert proc.poll() is None, f"the server exited with {proc.returncode}"
+        time.sleep(0.05)
+    raise AssertionError("the server did not start")
+
+
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "local.cli",
-            "serve",
-            "--port",
-            "0",
-            "--state",
-            str(tmp_path / "s.json"),
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    out = tmp_path / "stdout.log"
+    # Its stdout (the port, then the functions' JSON logs) goes to a file: a pipe
+    # nobody reads fills up and blocks the server.
+    with out.open("wb") as sink:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "local.cli",
+                "serve",
+                "--port",
+                "0",
+                "--state",
+                str(tmp_path / "s.json"),
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.DEVNULL,
+        )
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith("listening "), line
-        yield f"http://127.0.0.1:{int(line.split()[1])}"
+        yield f"http://127.0.0.1:{_listening(out, proc)}"
     finally:
         proc.send_signal(signal.SIGINT)
         try:
-            proc.wait(timeout=30)
+            proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             proc.kill()
     assert (tmp_path / "s.json").exists(), "the state is saved on exit"
@@ -131,6 +144,7 @@ def test_one_flow_over_http(server: str) -> None:
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(form, timeout=30)
     assert (refused.value.code, refused.value.reason) == (415, "Unsupported Media Type")
+    refused.value.close()
     # ... and a 204 carries no body and no content type
     draft = {
         "policy_id": "p-x",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -32,9 +33,12 @@ def test_deploy_guide_uses_make_for_every_cdk_command() -> None:
 @pytest.mark.parametrize("target", CDK_TARGETS)
 def test_make_targets_run_the_pinned_cli_with_cdk_args(target: str) -> None:
     # When make prints what the target would run, with options for the CLI
+    # (run from `make test`, a child make would inherit its level and flags)
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
     shown = subprocess.run(
-        ["make", "-n", target, "CDK_ARGS=-c stage=probe --verbose"],
+        ["make", "--no-print-directory", "-n", target, "CDK_ARGS=-c stage=probe --verbose"],
         cwd=REPO_ROOT,
+        env=env,
         capture_output=True,
         text=True,
         check=True,
