@@ -333,3 +333,17 @@ class OnAccountWrite:
         self._client.meta.events.unregister(
             "provide-client-params.dynamodb", unique_id=f"on-write-{id(self)}"
         )
+
+
+def partition(env: Env, account_id: str) -> list[dict[str, Any]]:
+    """Every item of an account's partition (test-side, strongly consistent), for
+    "nothing changed" comparisons."""
+    out = env.ddb.query(
+        TableName=env.store.table,
+        KeyConditionExpression="PK = :p",
+        ExpressionAttributeValues={":p": {"S": f"ACCOUNT#{account_id}"}},
+        ConsistentRead=True,
+    )
+    assert "LastEvaluatedKey" not in out
+    items: list[dict[str, Any]] = out["Items"]
+    return items

@@ -35,6 +35,7 @@ from dunning.api.app import openapi_document
 from local.apigw import ApiClient, wsgi_app
 from local.cloud import LocalCloud
 from tests.integration.api_helpers import NOW, account_body, invoice_body, seed_configuration
+from tests.integration.conftest import isolate_aws
 
 # Examples per operation (and generation mode); raise it for a deeper run, e.g.
 # DUNNING_SCHEMATHESIS_EXAMPLES=100 .venv/bin/pytest tests/integration/test_api_schemathesis.py
@@ -119,15 +120,7 @@ def _seed(stack: LocalCloud) -> None:
 @pytest.fixture(scope="module")
 def api_app() -> Iterator[Callable[..., Iterable[bytes]]]:
     with pytest.MonkeyPatch.context() as patch:
-        for key, value in {
-            "AWS_DEFAULT_REGION": "eu-west-1",
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_SESSION_TOKEN": "testing",
-        }.items():
-            patch.setenv(key, value)
-        patch.delenv("AWS_ENDPOINT_URL", raising=False)
-        patch.delenv("AWS_PROFILE", raising=False)
+        isolate_aws(patch)
         aws.reset_clients()
         with mock_aws():
             clock.use(lambda: NOW)

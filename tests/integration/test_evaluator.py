@@ -64,6 +64,7 @@ from tests.integration.helpers import (
     key_of,
     make_env,
     outbox_pending,
+    partition,
     raw_account,
     run_scheduled,
     run_tasks,
@@ -732,19 +733,6 @@ def test_every_due_account_is_evaluated_once_across_pages_and_continuations(env:
 # ------------------------------------------- 9. audit events are atomic
 
 
-def _partition_of(env: Env, account_id: str) -> list[dict[str, Any]]:
-    """Every item of an account's partition (test-side, strongly consistent)."""
-    out = env.ddb.query(
-        TableName=env.store.table,
-        KeyConditionExpression="PK = :p",
-        ExpressionAttributeValues={":p": {"S": f"ACCOUNT#{account_id}"}},
-        ConsistentRead=True,
-    )
-    assert "LastEvaluatedKey" not in out
-    items: list[dict[str, Any]] = out["Items"]
-    return items
-
-
 def _sks(items: Sequence[dict[str, Any]], prefix: str) -> set[str]:
     return {it["SK"]["S"] for it in items if it["SK"]["S"].startswith(prefix)}
 
@@ -768,7 +756,7 @@ def test_a_decisions_audit_events_are_written_with_it_or_not_at_all(env: Env) ->
         if n == 1:
             _rename(env, "acc-1", DAY_11 - timedelta(minutes=5))
         elif n == 2:  # the retry: the cancelled attempt is over, nothing else ran since
-            after_conflict.extend(_partition_of(env, "acc-1"))
+            after_conflict.extend(partition(env, "acc-1"))
 
     # When the scheduled run evaluates them
     with OnAccountWrite("acc-1", race) as hook:
@@ -805,7 +793,7 @@ def test_a_decisions_audit_events_are_written_with_it_or_not_at_all(env: Env) ->
     assert _sks(after_conflict, "OUTBOX#") == set()
     assert renamed.cases == ()
     # ... after the retry: every event of the decision, once, with its case and outbox record
-    final = _partition_of(env, "acc-1")
+    final = partition(env, "acc-1")
     assert event_sk <= _sks(final, "EVENT#")
     new_events = [e for e in _events(final) if e.event_id not in before]
     assert Counter(e.kind for e in new_events)[EventKind.ACCOUNT_UPDATED] == 1

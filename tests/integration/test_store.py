@@ -27,7 +27,7 @@ from dunning.store import ConflictError, DecisionTooLargeError, DynamoStore, Sto
 from dunning.store.schema import iso, shard_of
 from tests.builders import account, email, invoice, level, policy
 from tests.integration.conftest import SHARDS, TABLE_NAME, Env
-from tests.integration.helpers import CapturedCalls, raw_account, run_tasks
+from tests.integration.helpers import CapturedCalls, partition, raw_account, run_tasks
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 ACC = "acc-1"
@@ -47,16 +47,7 @@ def _item(env: Env, sk: str, account_id: str = ACC) -> dict[str, Any] | None:
 
 
 def _partition(env: Env, account_id: str = ACC) -> list[dict[str, Any]]:
-    """Every item of an account's partition, for "nothing changed" comparisons."""
-    out = env.ddb.query(
-        TableName=env.store.table,
-        KeyConditionExpression="PK = :p",
-        ExpressionAttributeValues={":p": {"S": f"ACCOUNT#{account_id}"}},
-        ConsistentRead=True,
-    )
-    assert "LastEvaluatedKey" not in out
-    items: list[dict[str, Any]] = out["Items"]
-    return items
+    return partition(env, account_id)
 
 
 def _evaluate_all(env: Env, as_of: datetime) -> None:
