@@ -14,7 +14,7 @@ from decimal import Decimal
 
 import pytest
 
-from dunning.engine import apply_decision, decide
+from dunning.engine import apply_decision, decide, move_case
 from dunning.ledger import apply_payment
 from dunning.model import (
     AccountView,
@@ -319,3 +319,27 @@ def test_next_evaluation_is_the_earliest_instant_anything_can_change(
         # And nothing changes if the engine is asked again just before that instant
         v2 = apply_decision(v, d)
         assert not decide(v2, p, cal, expected - timedelta(seconds=1)).changed
+
+
+def test_a_level_entered_before_its_days_does_not_claim_them() -> None:
+    # Given a case at level 1 (10 days) on day 12, moved by a collector to level 3 (40 days)
+    v, p, _, now = suspended_free_case()
+    moved = move_case(v, p, None, now, case_id="C-i1", level=3, reason="test", actor="ann")
+    (entered,) = [r for e in moved.explanations for r in e.reasons if r.code == "level_entered"]
+    # Then the explanation gives the days without claiming the level's threshold was reached
+    assert "12 day(s) overdue, before the level's 40" in entered.message
+    assert ">=" not in entered.message
+    # ... while a level reached by its days says so
+    later = decide(apply_decision(v, moved), p, None, on_day(61))
+    (reached,) = [r for e in later.explanations for r in e.reasons if r.code == "level_entered"]
+    assert "day(s) overdue >= 60" in reached.message
+
+
+def suspended_free_case() -> Scenario:
+    """A case at level 1 on day 12 (Gotransverse levels: 10, 30, 40, 45, 60, 90)."""
+    p = policy()
+    v = apply_decision(
+        view(invoice("i1", "100.00", DUE)),
+        decide(view(invoice("i1", "100.00", DUE)), p, None, on_day(11)),
+    )
+    return v, p, None, on_day(12)

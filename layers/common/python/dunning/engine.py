@@ -927,11 +927,17 @@ def _enter(
             "why": why,
         },
     )
+    # An escalation (a broken promise, a profile) or a collector's move enters a
+    # level before its days: say so instead of claiming the days were reached.
+    figures = (
+        f"{days} day(s) overdue >= {level.days}"
+        if days >= level.days
+        else f"{days} day(s) overdue, before the level's {level.days}"
+    )
     reasons.append(
         Reason(
             "level_entered",
-            f"level {level_no} ({level.name}) {why}: {days} day(s) overdue >= {level.days}, "
-            f"balance {balance} {currency}",
+            f"level {level_no} ({level.name}) {why}: {figures}, balance {balance} {currency}",
         )
     )
     held: list[Action] = []
