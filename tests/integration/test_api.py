@@ -455,6 +455,39 @@ def test_policy_versions_drafts_activation_and_the_audit(api: Api) -> None:
     assert all(c["actor"] == "admin:local-user" for c in audit)
 
 
+def test_a_policy_naming_a_missing_calendar_or_template_is_refused_at_each(api: Api) -> None:
+    doc = {
+        "policy_id": "gentle",
+        "name": "Gentle",
+        "thresholds": {"EUR": "20.00"},
+        "calendar_id": "mars",
+        "levels": [
+            {"name": "nudge", "days": 7, "actions": [{"type": "email", "template": "reminder"}]},
+            {
+                "name": "push",
+                "days": 20,
+                "actions": [
+                    {"type": "webhook", "target": "crm"},
+                    {"type": "sms", "template": "no_such_sms"},
+                ],
+            },
+        ],
+    }
+    # When a policy names a calendar and an SMS template that do not exist
+    refused = api("POST", "/policies/gentle/versions", "admin", doc)
+    # Then it is a 422 at each of them, and no version is stored
+    assert refused.status == 422
+    assert sorted(d["loc"] for d in refused.json()["details"]) == [
+        ["body", "calendar_id"],
+        ["body", "levels", 1, "actions", 1, "template"],
+    ]
+    assert api("GET", "/policies/gentle/versions", "viewer").status == 404
+    # ... and once the calendar exists and the template is uploaded, it is accepted
+    api.ok("PUT", "/calendars/mars", "admin", {"calendar_id": "mars"})
+    api.ok("PUT", "/templates/sms/en/no_such_sms", "admin", {"text": "Please pay {{ total }}."})
+    assert api("POST", "/policies/gentle/versions", "admin", doc).status == 201
+
+
 def test_deactivating_a_policy_the_rules_name_is_refused(api: Api) -> None:
     assert api("POST", "/policies/consumer/deactivate", "admin").status == 409
     api.ok("PUT", "/selection-rules", "admin", {"rules": [], "default_policy_id": "business"})

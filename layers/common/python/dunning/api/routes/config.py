@@ -40,6 +40,7 @@ from dunning.api.contracts import (
     CalendarResponse,
     ConfigAuditResponse,
     ConfigChangeResponse,
+    ErrorDetail,
     ExclusionListRequest,
     ExclusionListResponse,
     ExclusionListsResponse,
@@ -70,6 +71,7 @@ from dunning.channels.templates import (
 from dunning.model import (
     Account,
     Action,
+    ActionSpec,
     ActionType,
     Calendar,
     Channel,
@@ -107,11 +109,54 @@ def _version_response(info: PolicyVersionInfo) -> PolicyVersionResponse:
     )
 
 
+_TEMPLATE_CHANNEL = {ActionType.EMAIL: "email", ActionType.SMS: "sms"}
+
+
+def _check_references(s: Any, policy: Policy) -> None:
+    """A policy names only a calendar and message templates that exist: a 422 at
+    each missing one, instead of a policy that fails on its first message. A
+    template exists when the shipped set or an upload has it in the policy's
+    default locale, its language, or English (where rendering falls back to)."""
+    problems: list[ErrorDetail] = []
+    if policy.calendar_id is not None:
+        try:
+            s.config.calendar(policy.calendar_id)
+        except NotFoundError:
+            problems.append(
+                detail(["body", "calendar_id"], f"no calendar {policy.calendar_id} exists")
+            )
+    store = InMemoryTemplates(s.store.template_sources(), PackageTemplates())
+    locales = dict.fromkeys([policy.default_locale, policy.default_locale.split("_")[0], "en"])
+    specs: list[tuple[list[str | int], ActionSpec]] = [
+        (["levels", i, "actions", j], spec)
+        for i, lvl in enumerate(policy.levels)
+        for j, spec in enumerate(lvl.actions)
+    ]
+    specs += [(["reinstatement_actions", j], a) for j, a in enumerate(policy.reinstatement_actions)]
+    for where, spec in specs:
+        channel = _TEMPLATE_CHANNEL.get(spec.type)
+        if channel is None or spec.template is None:
+            continue
+        if not any(
+            store.get_source(template_path(channel, loc, spec.template, "text")) is not None
+            for loc in locales
+        ):
+            problems.append(
+                detail(
+                    ["body", *where, "template"],
+                    f"no {channel} template {spec.template} in {', '.join(locales)}",
+                )
+            )
+    if problems:
+        raise ApiError(422, "validation_error", "the policy names what does not exist", problems)
+
+
 @router.post(
     "/policies/<policy_id>/versions",
     summary="Create a new version of a policy (a draft until activated)",
     description="The server numbers versions: 1 for a new policy, then one more than the "
-    "latest. A body the engine would reject is a 422 that names the field.",
+    "latest. A body the engine would reject is a 422 that names the field, as is a "
+    "calendar or message template the policy names that does not exist.",
     tags=TAGS,
     middlewares=ADMIN,
     status_code=201,
@@ -127,6 +172,7 @@ def post_policy_version(policy_id: Annotated[Id, Path()], body: PolicyDocument) 
         )
     s = services(router)
     policy = Policy.model_validate(body.model_dump())
+    _check_references(s, policy)
     created = s.config.create_policy_version(policy, actor_of(router), s.clock())
     info = next(
         v for v in s.config.policy_versions(policy_id) if v.policy.version == created.version
