@@ -45,6 +45,8 @@ from dunning.model import (
 )
 from dunning.queues import ACTION
 from dunning.senders import PolicyLocales, SecretsCache, SnsSmsSender, _parse_secret
+from dunning.store.scan import scan_items
+from dunning.store.schema import iso
 from local.cloud import LocalCloud
 from local.portfolio import THRESHOLDS, standard_calendar, standard_policies
 from local.receiver import WebhookReceiver
@@ -218,6 +220,21 @@ def test_each_channel_delivers_what_the_evaluator_queued(
         "15112345678",
     ):
         assert secret not in lines
+
+
+def test_a_delivered_actions_outbox_record_keeps_when_it_was_queued(cloud: LocalCloud) -> None:
+    # Given an action the evaluator queued at the run's instant
+    ingest(cloud, "acc-1", "en", 10)
+    # When the run queues it and the email function delivers it
+    run(cloud)
+    # Then the outbox record says delivered, when, and still when it was queued
+    (record,) = [
+        it
+        for it in scan_items(cloud.store())
+        if it["PK"]["S"] == "ACCOUNT#acc-1" and it["SK"]["S"].startswith("OUTBOX#")
+    ]
+    assert record["status"]["S"] == "delivered"
+    assert iso(AS_OF) <= record["queued_at"]["S"] <= record["outcome_at"]["S"]
 
 
 def test_a_message_delivered_three_times_sends_once(cloud: LocalCloud) -> None:

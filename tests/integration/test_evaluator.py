@@ -327,11 +327,13 @@ class CrashingQueue:
         self.crashes = 1
         self.sent: list[Action] = []
 
-    def send_actions(self, actions: Sequence[Action]) -> list[Action]:
+    def send_actions(
+        self, actions: Sequence[Action], queued_at: datetime | None = None
+    ) -> list[Action]:
         if self.crashes:
             self.crashes -= 1
             raise RuntimeError("worker died before the SQS send")
-        accepted = self.inner.send_actions(actions)
+        accepted = self.inner.send_actions(actions, queued_at)
         self.sent += accepted
         return accepted
 

@@ -178,24 +178,30 @@ class Delivery:
             self._views.pop(action.account_id, None)  # changed: a later action re-reads it
         return DeliveryResult(action.action_id, DeliveryOutcome.DELIVERED, "sent", provider_id)
 
-    def record(self, outcomes: Iterable[tuple[Action, DeliveryResult, datetime]]) -> None:
+    def record(
+        self, outcomes: Iterable[tuple[Action, DeliveryResult, datetime, datetime | None]]
+    ) -> None:
         """Write outcomes as audit events and outbox statuses (idempotent puts).
 
         An action's events are keyed by the time given with it (the time of its
         delivery), so writing the same outcome again overwrites it. One write
-        per distinct time: the outcomes of one batch share one.
+        per distinct time: the outcomes of one batch share one. The last time
+        is when the action was queued, if known: the outbox record keeps it.
         """
         by_time: dict[datetime, list[tuple[Action, str, str, str | None]]] = {}
+        queued: dict[str, datetime] = {}
         seen: set[str] = set()
-        for action, result, at in outcomes:
+        for action, result, at, queued_at in outcomes:
             if action.action_id in seen:  # a duplicate message in the same batch
                 continue
             seen.add(action.action_id)
             by_time.setdefault(at, []).append(
                 (action, result.outcome.value, result.reason, result.provider_id)
             )
+            if queued_at is not None:
+                queued[action.action_id] = queued_at
         for at, group in by_time.items():
-            self.store.record_outcomes(group, at)
+            self.store.record_outcomes(group, at, queued)
 
 
 IDEMPOTENCY_TTL_S = 15 * 24 * 3600  # longer than the DLQ's 14 days of retention
@@ -204,6 +210,16 @@ TIME_MARGIN_MS = 10_000
 
 class OutOfTimeError(Exception):
     """Too little time left in the invocation: the record goes back to the queue."""
+
+
+def _queued_at(record: SQSRecord) -> datetime | None:
+    """The `queued_at` message attribute the evaluator set, if any (and valid)."""
+    attribute = record.message_attributes["queued_at"]  # (`.get` skips the wrapper)
+    value = attribute.string_value if attribute is not None else None
+    try:
+        return datetime.fromisoformat(value) if value else None
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +231,7 @@ class _Handled:
     result: DeliveryResult
     at: datetime
     replayed: bool  # a duplicate message: the saved result of an earlier delivery
+    queued_at: datetime | None = None  # when the evaluator queued it (message attribute)
 
 
 class ChannelConsumer:
@@ -303,7 +320,7 @@ class ChannelConsumer:
         )
         self._report(handled)
         try:
-            self.delivery.record((h.action, h.result, h.at) for h in handled)
+            self.delivery.record((h.action, h.result, h.at, h.queued_at) for h in handled)
         except Exception:
             logger.exception(
                 "recording outcomes failed; their messages go back to the queue",
@@ -357,6 +374,7 @@ class ChannelConsumer:
             ),
             at=datetime.fromisoformat(at) if at else (self._batch_at or self.clock()),
             replayed=bool(saved.get("replayed")),
+            queued_at=_queued_at(record),
         )
 
     def _report(self, handled: Iterable[_Handled]) -> None:

@@ -56,7 +56,9 @@ class ShardTask(BaseModel):
 
 
 class ActionQueue(Protocol):
-    def send_actions(self, actions: Sequence[Action]) -> list[Action]: ...
+    def send_actions(
+        self, actions: Sequence[Action], queued_at: datetime | None = None
+    ) -> list[Action]: ...
 
     def send_tasks(self, tasks: Sequence[BaseModel]) -> int: ...
 
@@ -232,7 +234,7 @@ class Evaluator:
             self._accepted = []
 
     def _send(self, actions: list[Action], as_of: datetime, result: ShardResult) -> None:
-        accepted = self.queue.send_actions(actions)
+        accepted = self.queue.send_actions(actions, as_of)
         self._accepted += accepted
         if len(self._accepted) >= MARK_BATCH:
             whole = len(self._accepted) - len(self._accepted) % MARK_BATCH

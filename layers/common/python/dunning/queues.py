@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, TypeAdapter
@@ -29,14 +30,21 @@ class SqsActionQueue:
         self._shard_url = shard_url
         self.send_calls = 0
 
-    def _send(self, url: str, bodies: Sequence[tuple[str, str]]) -> set[str]:
+    def _send(
+        self,
+        url: str,
+        bodies: Sequence[tuple[str, str]],
+        attributes: Mapping[str, Any] | None = None,
+    ) -> set[str]:
         """Send (id, body) pairs in batches of ten; returns the ids SQS accepted."""
         accepted: set[str] = set()
+        extra = {"MessageAttributes": dict(attributes)} if attributes else {}
         for i in range(0, len(bodies), SQS_BATCH):
             pending = dict(bodies[i : i + SQS_BATCH])
             for _attempt in range(ATTEMPTS):
                 entries = [
-                    {"Id": str(n), "MessageBody": body} for n, body in enumerate(pending.values())
+                    {"Id": str(n), "MessageBody": body, **extra}
+                    for n, body in enumerate(pending.values())
                 ]
                 ids = list(pending)
                 self.send_calls += 1
@@ -49,7 +57,17 @@ class SqsActionQueue:
                     break
         return accepted
 
-    def send_actions(self, actions: Sequence[Action]) -> list[Action]:
+    def send_actions(
+        self, actions: Sequence[Action], queued_at: datetime | None = None
+    ) -> list[Action]:
+        """Send actions to their channel queues. `queued_at` (the run's instant)
+        travels as the `queued_at` message attribute: the delivery side records it
+        with the outcome, so the outbox record keeps when it was queued."""
+        attributes = (
+            None
+            if queued_at is None
+            else {"queued_at": {"DataType": "String", "StringValue": queued_at.isoformat()}}
+        )
         by_channel: dict[Channel, list[Action]] = defaultdict(list)
         for action in actions:
             by_channel[action.channel].append(action)
@@ -58,6 +76,7 @@ class SqsActionQueue:
             ok = self._send(
                 self._urls[channel],
                 [(a.action_id, ACTION.dump_json(a).decode()) for a in group],
+                attributes,
             )
             accepted += [a for a in group if a.action_id in ok]
         return accepted

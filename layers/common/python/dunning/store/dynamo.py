@@ -1421,9 +1421,12 @@ class DynamoStore:
         self,
         outcomes: Sequence[tuple[Action, str, str, str | None]],
         now: datetime,
+        queued_at: Mapping[str, datetime] | None = None,
     ) -> int:
         """Audit events for delivery outcomes, and the outbox records' final status,
-        in BatchWriteItem calls (both are idempotent puts). Returns the calls."""
+        in BatchWriteItem calls (both are idempotent puts). Returns the calls.
+        `queued_at` (by action id) keeps when each record was queued: the put
+        replaces the record `mark_queued` wrote."""
         requests: list[dict[str, Any]] = []
         for action, outcome, reason, provider_id in outcomes:
             data: dict[str, Any] = {
@@ -1449,6 +1452,8 @@ class DynamoStore:
             record["status"] = _s(outcome)
             record["outcome_at"] = _s(iso(now))
             record["reason"] = _s(reason)
+            if queued_at and action.action_id in queued_at:
+                record["queued_at"] = _s(iso(queued_at[action.action_id]))
             requests.append({"PutRequest": {"Item": record}})
         return self.batch_write(requests) if requests else 0
 
