@@ -72,6 +72,16 @@ def invoice_body(invoice_id: str, days_overdue: int, amount: str = "120.00") -> 
     }
 
 
+def payment_body(payment_id: str, amount: str, **kw: Any) -> dict[str, Any]:
+    return {
+        "payment_id": payment_id,
+        "currency": "EUR",
+        "amount": amount,
+        "received_at": NOW.isoformat(),
+        **kw,
+    }
+
+
 @pytest.fixture
 def stack(aws_env: None) -> Iterator[LocalCloud]:
     clock.use(lambda: NOW)

@@ -15,7 +15,14 @@ import pytest
 from dunning.api.app import openapi_document
 from local.apigw import wsgi_app
 from local.cloud import LocalCloud
-from tests.integration.api_helpers import NOW, ROLES, Api, account_body, invoice_body
+from tests.integration.api_helpers import (
+    NOW,
+    ROLES,
+    Api,
+    account_body,
+    invoice_body,
+    payment_body,
+)
 
 # ------------------------------------------------------------ role matrix
 
@@ -227,12 +234,7 @@ def test_bulk_invoices_are_all_or_nothing(api: Api) -> None:
 def test_a_payment_is_idempotent_and_a_reversal_reopens_what_it_paid(api: Api) -> None:
     api.ok("PUT", "/accounts/acc-1", "billing", account_body())
     api.ok("PUT", "/accounts/acc-1/invoices/inv-1", "billing", invoice_body("inv-1", 12))
-    payment = {
-        "payment_id": "pay-1",
-        "currency": "EUR",
-        "amount": "120.00",
-        "received_at": NOW.isoformat(),
-    }
+    payment = payment_body("pay-1", "120.00")
     first = api.ok("POST", "/accounts/acc-1/payments", "billing", payment)
     assert first["allocations"] == [{"invoice_id": "inv-1", "amount": "120.00"}]
     assert api.ok("POST", "/accounts/acc-1/payments", "billing", payment) == first
@@ -255,12 +257,7 @@ def test_a_payment_is_idempotent_and_a_reversal_reopens_what_it_paid(api: Api) -
 
 def test_an_idempotency_key_replays_the_first_answer_and_refuses_another_body(api: Api) -> None:
     api.ok("PUT", "/accounts/acc-1", "billing", account_body())
-    payment = {
-        "payment_id": "pay-1",
-        "currency": "EUR",
-        "amount": "5.00",
-        "received_at": NOW.isoformat(),
-    }
+    payment = payment_body("pay-1", "5.00")
     key = {"Idempotency-Key": "9f1c-22"}
     first = api("POST", "/accounts/acc-1/payments", "billing", payment, headers=key)
     again = api("POST", "/accounts/acc-1/payments", "billing", payment, headers=key)
@@ -685,16 +682,6 @@ def test_the_currency_of_an_account_with_open_invoices_does_not_change(api: Api)
     assert api.ok("GET", "/accounts/acc-2")["currency"] == "USD"
 
 
-def _payment(payment_id: str, amount: str, **kw: Any) -> dict[str, Any]:
-    return {
-        "payment_id": payment_id,
-        "currency": "EUR",
-        "amount": amount,
-        "received_at": NOW.isoformat(),
-        **kw,
-    }
-
-
 def test_a_payment_naming_an_unknown_invoice_or_plan_is_refused(api: Api) -> None:
     # Given an account with one invoice
     _account_with_invoices(api, invoice_body("inv-1", 12))
@@ -704,7 +691,7 @@ def test_a_payment_naming_an_unknown_invoice_or_plan_is_refused(api: Api) -> Non
         "POST",
         "/accounts/acc-1/payments",
         "billing",
-        _payment("pay-1", "50.00", invoice_ids=["inv-1", "inv-404"], plan_id="plan-404"),
+        payment_body("pay-1", "50.00", invoice_ids=["inv-1", "inv-404"], plan_id="plan-404"),
     )
     # Then it is a 422 naming each unknown reference, and nothing was written
     assert response.status == 422, response.text
@@ -713,11 +700,11 @@ def test_a_payment_naming_an_unknown_invoice_or_plan_is_refused(api: Api) -> Non
     assert "inv-404" in locs[("body", "invoice_ids", 1)]
     assert api.ok("GET", "/accounts/acc-1") == before
     # ... and the same payment id is free for the corrected payment
-    fixed = api("POST", "/accounts/acc-1/payments", "billing", _payment("pay-1", "50.00"))
+    fixed = api("POST", "/accounts/acc-1/payments", "billing", payment_body("pay-1", "50.00"))
     assert fixed.status == 201
     # An invoice already paid (no longer in the account's view) is still known
-    api.ok("POST", "/accounts/acc-1/payments", "billing", _payment("pay-2", "70.00"))
-    named = _payment("pay-3", "5.00", invoice_ids=["inv-1"])
+    api.ok("POST", "/accounts/acc-1/payments", "billing", payment_body("pay-2", "70.00"))
+    named = payment_body("pay-3", "5.00", invoice_ids=["inv-1"])
     assert api("POST", "/accounts/acc-1/payments", "billing", named).status == 201
 
 
@@ -725,7 +712,7 @@ def test_an_overpayment_is_kept_as_credit_and_pays_the_next_invoices(api: Api) -
     # Given an account owing 120.00
     _account_with_invoices(api, invoice_body("inv-1", 12))
     # When it pays 200.00
-    paid = api.ok("POST", "/accounts/acc-1/payments", "billing", _payment("pay-1", "200.00"))
+    paid = api.ok("POST", "/accounts/acc-1/payments", "billing", payment_body("pay-1", "200.00"))
     # Then 80.00 is unallocated, kept as the account's credit
     assert paid["allocations"] == [{"invoice_id": "inv-1", "amount": "120.00"}]
     assert paid["unallocated"] == "80.00"
@@ -747,7 +734,7 @@ def test_an_overpayment_is_kept_as_credit_and_pays_the_next_invoices(api: Api) -
     assert received["inv-3"]["paid_by_credit"] == {"pay-1": "50.00"}
     assert received["inv-2"]["paid_by_credit"] == {"pay-1": "30.00"}
     # ... and the payment now shows where all of it went (a replay returns it as stored)
-    replay = api.ok("POST", "/accounts/acc-1/payments", "billing", _payment("pay-1", "200.00"))
+    replay = api.ok("POST", "/accounts/acc-1/payments", "billing", payment_body("pay-1", "200.00"))
     assert replay["unallocated"] == "0.00"
     assert [a["invoice_id"] for a in replay["allocations"]] == ["inv-1", "inv-3", "inv-2"]
     # When the payment bounces, everything it paid reopens and no credit is left

@@ -14,7 +14,7 @@ from dunning import clock
 from dunning.model import ExclusionList
 from dunning.store.config import ConfigStore, ExclusionSnapshot
 from local.cloud import LocalCloud
-from tests.integration.api_helpers import NOW, Api, account_body, invoice_body
+from tests.integration.api_helpers import NOW, Api, account_body, invoice_body, payment_body
 
 
 def test_a_broken_promise_resumes_dunning_and_the_timeline_explains_it(
@@ -194,12 +194,7 @@ def test_a_reversal_brings_back_an_invoice_a_list_named_while_it_was_paid(
     # Given an overdue invoice paid in full (it leaves the account's view) ...
     api.ok("PUT", "/accounts/acc-1", "billing", account_body())
     api.ok("PUT", "/accounts/acc-1/invoices/inv-1", "billing", invoice_body("inv-1", 12))
-    payment = {
-        "payment_id": "pay-1",
-        "currency": "EUR",
-        "amount": "120.00",
-        "received_at": NOW.isoformat(),
-    }
+    payment = payment_body("pay-1", "120.00")
     api.ok("POST", "/accounts/acc-1/payments", "billing", payment)
     # ... then put on a list
     api.ok("PUT", "/exclusion-lists/legal", "admin", {"name": "legal", "invoices": ["acc-1/inv-1"]})

@@ -102,9 +102,7 @@ def _provider_error(err: ClientError, permanent: frozenset[str], provider: str) 
     reason = f"{provider}_{code}"
     if _is_throttling(code) or status in _TRANSIENT_STATUSES:
         return TransientSendError(reason)
-    if code in permanent:
-        return PermanentSendError(reason)
-    if 400 <= status < 500:
+    if code in permanent or 400 <= status < 500:
         return PermanentSendError(reason)
     return TransientSendError(reason)
 

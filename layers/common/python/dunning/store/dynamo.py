@@ -476,8 +476,7 @@ class DynamoStore:
                 "or written off",
                 field="currency",
             )
-        _, credit = self.credit(view.account.account_id)
-        total = sum((amount for _, amount in credit), Decimal(0))
+        total = self.credit_balance(view.account.account_id)
         if total > 0:
             raise ConflictError(
                 f"account {view.account.account_id} holds a credit of {total:f} {was}: "
@@ -564,7 +563,7 @@ class DynamoStore:
             added = tuple(inv.model_copy(update={"version": 1}) for inv, _ in fresh)
             view = stored.view.model_copy(update={"invoices": (*stored.view.invoices, *added)})
             change = also(view) if also is not None else Mutation(view, reevaluate=False)
-            _, credit = self._parse_credit(found.get("CREDIT"))
+            credit = self._parse_credit(found.get("CREDIT"))
             view, left, spent, paid_by_credit = self._apply_credit(change.view, credit)
             final = {i.invoice_id: i for i in view.invoices}
             added_ids = {i.invoice_id for i in added}
@@ -644,18 +643,20 @@ class DynamoStore:
         return {PK: _s(f"ACCOUNT#{account_id}"), SK: _s("CREDIT")}
 
     @staticmethod
-    def _parse_credit(
-        item: Mapping[str, Any] | None,
-    ) -> tuple[str | None, list[tuple[str, Decimal]]]:
+    def _parse_credit(item: Mapping[str, Any] | None) -> list[tuple[str, Decimal]]:
         if item is None:
-            return None, []
+            return []
         body = json.loads(item["body"]["S"])
-        return body["currency"], [(p["payment_id"], Decimal(p["amount"])) for p in body["payments"]]
+        return [(p["payment_id"], Decimal(p["amount"])) for p in body["payments"]]
 
-    def credit(self, account_id: str) -> tuple[str | None, list[tuple[str, Decimal]]]:
-        """The account's credit: its currency and, per payment (oldest first),
-        what it brought beyond the open invoices, kept to pay the next ones."""
+    def credit(self, account_id: str) -> list[tuple[str, Decimal]]:
+        """The account's credit (in its currency): per payment, oldest first, what
+        it brought beyond the open invoices, kept to pay the next ones."""
         return self._parse_credit(self._get(f"ACCOUNT#{account_id}", "CREDIT"))
+
+    def credit_balance(self, account_id: str) -> Decimal:
+        """The account's whole credit."""
+        return sum((amount for _, amount in self.credit(account_id)), Decimal(0))
 
     @staticmethod
     def _apply_credit(
@@ -837,7 +838,7 @@ class DynamoStore:
             credit_items: list[dict[str, Any]] = []
             if left > 0:  # kept as the account's credit
                 data["credit"] = f"{left:f}"
-                _, credit = self.credit(payment.account_id)
+                credit = self.credit(payment.account_id)
                 credit_items = self._credit_writes(
                     view, [*credit, (payment.payment_id, left)], {}, now
                 )
@@ -907,7 +908,7 @@ class DynamoStore:
                 )
             view, reversed_payment = reverse_payment(base, payment, now, reason)
             change = also(view) if also is not None else Mutation(view, reevaluate=False)
-            _, credit = self.credit(account_id)
+            credit = self.credit(account_id)
             kept = [(p, a) for p, a in credit if p != payment_id]
             view, left, spent, _ = self._apply_credit(change.view, kept)
             reversed_payment = reversed_payment.model_copy(update={"version": payment.version + 1})

@@ -6,6 +6,7 @@ run evaluates it). Ingestion is idempotent on the external ids.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -70,30 +71,37 @@ def _invoice_problems(body: InvoiceRequest, loc: list[str | int]) -> list[ErrorD
     return problems
 
 
-def _invoice(account_id: str, body: InvoiceRequest, loc: list[str | int]) -> Invoice:
-    """The domain invoice of a request; `loc` is where the request's invoice is
-    (`["body"]`, `["body", "invoices", 3]`)."""
-    problems = _invoice_problems(body, loc)
+def _invoices(
+    account_id: str, requests: Sequence[tuple[InvoiceRequest, list[str | int]]]
+) -> list[Invoice]:
+    """The domain invoices of a request, each with where it is in the body
+    (`["body"]`, `["body", "invoices", 3]`); a 422 lists every problem of all."""
+    problems = [p for body, loc in requests for p in _invoice_problems(body, loc)]
     if problems:
         raise ApiError(422, "validation_error", problems[0].msg, problems)
-    amount = Decimal(body.amount)
-    open_amount = Decimal(body.open_amount) if body.open_amount is not None else amount
-    try:
-        return Invoice.model_validate(
-            {
-                "invoice_id": body.invoice_id,
-                "account_id": account_id,
-                "type": body.type,
-                "currency": body.currency,
-                "amount": amount,
-                "open_amount": open_amount,
-                "issue_date": body.issue_date,
-                "due_date": body.due_date,
-            }
-        )
-    except ValidationError as err:  # what the checks above missed, still at its field
-        details = pydantic_details(err.errors(), loc)
-        raise ApiError(422, "validation_error", details[0].msg, details) from None
+    invoices = []
+    for body, loc in requests:
+        amount = Decimal(body.amount)
+        open_amount = Decimal(body.open_amount) if body.open_amount is not None else amount
+        try:
+            invoices.append(
+                Invoice.model_validate(
+                    {
+                        "invoice_id": body.invoice_id,
+                        "account_id": account_id,
+                        "type": body.type,
+                        "currency": body.currency,
+                        "amount": amount,
+                        "open_amount": open_amount,
+                        "issue_date": body.issue_date,
+                        "due_date": body.due_date,
+                    }
+                )
+            )
+        except ValidationError as err:  # what the checks above missed, still at its field
+            details = pydantic_details(err.errors(), loc)
+            raise ApiError(422, "validation_error", details[0].msg, details) from None
+    return invoices
 
 
 @router.put(
@@ -155,7 +163,7 @@ def put_invoice(
             [detail(["body", "invoice_id"], "must equal the path's invoice id")],
         )
     s = services(router)
-    invoice = _invoice(account_id, body, ["body"])
+    (invoice,) = _invoices(account_id, [(body, ["body"])])
     now, actor = s.clock(), actor_of(router)
     result = s.store.upsert_invoice(
         invoice, now, actor, also=CurrentExclusions(s.config, now, actor)
@@ -186,16 +194,9 @@ def post_invoices(account_id: AccountId, body: BulkInvoicesRequest) -> Response[
             "invoice ids repeat within the request",
             [detail(["body", "invoices"], "duplicate invoice_id")],
         )
-    problems = [
-        p
-        for n, inv in enumerate(body.invoices)
-        for p in _invoice_problems(inv, ["body", "invoices", n])
-    ]
-    if problems:
-        raise ApiError(422, "validation_error", problems[0].msg, problems)
-    invoices = [
-        _invoice(account_id, inv, ["body", "invoices", n]) for n, inv in enumerate(body.invoices)
-    ]
+    invoices = _invoices(
+        account_id, [(inv, ["body", "invoices", n]) for n, inv in enumerate(body.invoices)]
+    )
     now, actor = s.clock(), actor_of(router)
     result = s.store.upsert_invoices(
         invoices, now, actor, also=CurrentExclusions(s.config, now, actor)

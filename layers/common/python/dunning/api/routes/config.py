@@ -115,8 +115,8 @@ _TEMPLATE_CHANNEL = {ActionType.EMAIL: "email", ActionType.SMS: "sms"}
 def _check_references(s: Any, policy: Policy) -> None:
     """A policy names only a calendar and message templates that exist: a 422 at
     each missing one, instead of a policy that fails on its first message. A
-    template exists when the shipped set or an upload has it in the policy's
-    default locale, its language, or English (where rendering falls back to)."""
+    template exists when the shipped set or an upload has it somewhere on the
+    policy's default locale's fallback chain (as rendering looks it up)."""
     problems: list[ErrorDetail] = []
     if policy.calendar_id is not None:
         try:
@@ -125,8 +125,7 @@ def _check_references(s: Any, policy: Policy) -> None:
             problems.append(
                 detail(["body", "calendar_id"], f"no calendar {policy.calendar_id} exists")
             )
-    store = InMemoryTemplates(s.store.template_sources(), PackageTemplates())
-    locales = dict.fromkeys([policy.default_locale, policy.default_locale.split("_")[0], "en"])
+    templates = _renderer(s, {})
     specs: list[tuple[list[str | int], ActionSpec]] = [
         (["levels", i, "actions", j], spec)
         for i, lvl in enumerate(policy.levels)
@@ -137,16 +136,10 @@ def _check_references(s: Any, policy: Policy) -> None:
         channel = _TEMPLATE_CHANNEL.get(spec.type)
         if channel is None or spec.template is None:
             continue
-        if not any(
-            store.get_source(template_path(channel, loc, spec.template, "text")) is not None
-            for loc in locales
-        ):
-            problems.append(
-                detail(
-                    ["body", *where, "template"],
-                    f"no {channel} template {spec.template} in {', '.join(locales)}",
-                )
-            )
+        try:
+            templates.resolve(spec.template, channel, policy.default_locale)
+        except TemplateNotFoundError as err:
+            problems.append(detail(["body", *where, "template"], str(err)))
     if problems:
         raise ApiError(422, "validation_error", "the policy names what does not exist", problems)
 

@@ -5,7 +5,6 @@ next evaluation would do (no side effect)."""
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from aws_lambda_powertools.event_handler import Response
@@ -52,9 +51,8 @@ Cursor = Annotated[str | None, Query(max_length=2000, description="From next_cur
 def get_account(account_id: AccountId) -> Response[Any]:
     s = services(router)
     stored = s.store.get_view(account_id)
-    _, credit = s.store.credit(account_id)
-    total = sum((amount for _, amount in credit), Decimal(0))
-    return ok(shapes.account(stored, s.clock(), total), etag=stored.version)
+    credit = s.store.credit_balance(account_id)
+    return ok(shapes.account(stored, s.clock(), credit), etag=stored.version)
 
 
 @router.get(
