@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -138,6 +139,19 @@ class LocalServer:
         return _json(404, {"code": "not_found", "message": "no such local route"})
 
 
+def _stop_on_signals() -> None:
+    """Ctrl-C and SIGTERM (a process manager, `kill`) both stop the server and save
+    the state. SIGINT is set explicitly: a shell without job control starts
+    background commands with SIGINT ignored, and Python keeps an inherited
+    SIG_IGN."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+
+
 def serve(port: int, state: Path | None) -> int:
     for key, value in LOCAL_ENV.items():
         os.environ.setdefault(key, value)
@@ -162,6 +176,7 @@ def serve(port: int, state: Path | None) -> int:
             file=sys.stderr,
             flush=True,
         )
+        _stop_on_signals()
         print(f"listening {actual}", flush=True)
         try:
             httpd.serve_forever()

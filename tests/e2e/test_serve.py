@@ -33,13 +33,14 @@ def _listening(out: Path, proc: subprocess.Popen[bytes], seconds: float = 120) -
     raise AssertionError("the server did not start")
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[str]:
+@pytest.fixture(params=[signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     out = tmp_path / "stdout.log"
-    # Its stdout (the port, then the functions' JSON logs) goes to a file: a pipe
-    # nobody reads fills up and blocks the server.
-    with out.open("wb") as sink:
+    err = tmp_path / "stderr.log"
+    # Its stdout (the port, then the functions' JSON logs) and stderr go to files:
+    # a pipe nobody reads fills up and blocks the server.
+    with out.open("wb") as sink, err.open("wb") as errors:
         proc = subprocess.Popen(
             [
                 sys.executable,
@@ -54,17 +55,20 @@ def server(tmp_path: Path) -> Iterator[str]:
             cwd=REPO,
             env=env,
             stdout=sink,
-            stderr=subprocess.DEVNULL,
+            stderr=errors,
         )
     try:
         yield f"http://127.0.0.1:{_listening(out, proc)}"
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(request.param)
         try:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             proc.kill()
-    assert (tmp_path / "s.json").exists(), "the state is saved on exit"
+    assert (tmp_path / "s.json").exists(), (
+        f"the state is saved on exit (exit code {proc.returncode}); stderr:\n"
+        + err.read_text()[-3000:]
+    )
 
 
 def call(

@@ -103,6 +103,21 @@ def test_the_reason_names_provider_and_code_only() -> None:
 CODES = st.text(
     alphabet=st.characters(whitelist_categories=("Lu", "Ll", "Nd")), min_size=1, max_size=40
 )
+# Throttling codes whose names do not say "throttl" (AWS's SDKs retry these too).
+NAMED_THROTTLING = frozenset(
+    {
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "ProvisionedThroughputExceededException",
+        "SlowDown",
+    }
+)
+
+
+def not_throttling(code: str) -> bool:
+    return "throttl" not in code.lower() and code not in NAMED_THROTTLING
+
+
 PERMANENT_SETS = st.sampled_from([_SES_PERMANENT, _SNS_PERMANENT])
 
 
@@ -137,7 +152,7 @@ def test_a_5xx_is_transient_unless_the_code_says_the_request_is_wrong(
 
 @PROPERTY_SETTINGS
 @given(
-    code=CODES.filter(lambda c: "throttl" not in c.lower()),
+    code=CODES.filter(not_throttling),
     status=st.integers(400, 499).filter(lambda s: s not in (408, 429)),
     permanent=PERMANENT_SETS,
 )
@@ -147,7 +162,13 @@ def test_any_other_4xx_is_permanent(code: str, status: int, permanent: frozenset
 
 @pytest.mark.parametrize("code", sorted(_SES_PERMANENT | _SNS_PERMANENT))
 def test_no_permanent_code_looks_like_throttling(code: str) -> None:
-    assert "throttl" not in code.lower()
+    assert not_throttling(code)
+
+
+@pytest.mark.parametrize("code", sorted(NAMED_THROTTLING))
+@pytest.mark.parametrize("status", [400, 403, 503])
+def test_a_throttling_code_without_the_word_is_transient(code: str, status: int) -> None:
+    assert kind(code, status) is TransientSendError
 
 
 # ------------------------------------------------------- through the senders
