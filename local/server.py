@@ -20,6 +20,7 @@ import json
 import os
 import signal
 import sys
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -139,17 +140,32 @@ class LocalServer:
         return _json(404, {"code": "not_found", "message": "no such local route"})
 
 
-def _stop_on_signals() -> None:
-    """Ctrl-C and SIGTERM (a process manager, `kill`) both stop the server and save
-    the state. SIGINT is set explicitly: a shell without job control starts
-    background commands with SIGINT ignored, and Python keeps an inherited
-    SIG_IGN."""
+def _serve_until_stopped(httpd: WSGIServer) -> None:
+    """Serve until Ctrl-C or SIGTERM (a process manager, `kill`), then return
+    once the request in progress is answered.
+
+    The server runs in a thread and the signal only sets an event: an exception
+    raised in the middle of a request would be caught by wsgiref's error
+    handler and the server would go on. SIGINT is set explicitly: a shell
+    without job control starts background commands with SIGINT ignored, and
+    Python keeps an inherited SIG_IGN."""
+    stopped = threading.Event()
 
     def stop(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+        stopped.set()
 
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    worker = threading.Thread(target=httpd.serve_forever, name="dunning-serve", daemon=True)
+    worker.start()
+    try:
+        while not stopped.wait(0.2):
+            if not worker.is_alive():
+                break
+    finally:
+        httpd.shutdown()
+        worker.join()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def serve(port: int, state: Path | None) -> int:
@@ -176,12 +192,9 @@ def serve(port: int, state: Path | None) -> int:
             file=sys.stderr,
             flush=True,
         )
-        _stop_on_signals()
         print(f"listening {actual}", flush=True)
         try:
-            httpd.serve_forever()
-        except KeyboardInterrupt:
-            pass
+            _serve_until_stopped(httpd)
         finally:
             httpd.server_close()
             if state is not None:
