@@ -1,4 +1,6 @@
-"""A faster rollback for moto's DynamoDB transactions (the emulator, not our code).
+"""Speedups for moto's in-process emulation (the emulator, not our code).
+
+First, a faster rollback for moto's DynamoDB transactions.
 
 moto 5.x backs up a transaction by deep-copying the whole table once per item
 of the transaction, which makes every TransactWriteItems O(table size): about
@@ -11,10 +13,12 @@ Used by the tests, the benchmarks and the local run; see docs/decisions.md.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import threading
 from typing import Any
 
+from moto.core import responses as moto_responses
 from moto.core.responses import ActionResult
 from moto.dynamodb.comparisons import get_filter_expression
 from moto.dynamodb.exceptions import (
@@ -26,8 +30,9 @@ from moto.dynamodb.exceptions import (
     TransactWriteSingleOpException,
 )
 from moto.dynamodb.models import DynamoDBBackend
-from moto.dynamodb.models.dynamo_type import Item
+from moto.dynamodb.models.dynamo_type import DynamoType, Item
 from moto.dynamodb.models.table import Table
+from moto.dynamodb.parsing.expressions import UpdateExpressionParser
 from moto.dynamodb.responses import DynamoResult
 
 
@@ -253,9 +258,67 @@ def _execute_result(self: ActionResult, context: Any) -> Any:
     return _original["execute_result"](self, context)
 
 
+# ------------------------------------------------------------ per-request work
+#
+# moto redoes, on every request, work whose result only depends on its input:
+# listing a response class's methods with `inspect.getmembers`, converting the
+# action name to snake case, parsing the same UpdateExpression text, and
+# projecting an item by deserializing all of it to Python and back. These keep
+# moto's results and cache (or shortcut) the work.
+
+
+@functools.cache
+def _method_names(clazz: type) -> list[str]:
+    return list(_original["method_names"](clazz))
+
+
+@functools.lru_cache(maxsize=4096)
+def _snake(name: str) -> str:
+    result: str = _original["camelcase"](name)
+    return result
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed_update(expression: str) -> Any:
+    # moto's callers read the tree (`find_clauses`) or deep-copy it before they
+    # change it (`Validator.__init__`): sharing one parsed tree is safe.
+    return _original["make_update"](expression)
+
+
+def _make_update(cls: type, expression: str) -> Any:
+    return _parsed_update(expression)
+
+
+def _project(self: Item, projection_expressions: list[list[str]]) -> Item:
+    """Top-level attribute names only (an index's projection, a plain
+    ProjectionExpression): copy those attributes; paths go through moto."""
+    if any(len(path) != 1 or "[" in path[0] for path in projection_expressions):
+        result: Item = _original["project"](self, projection_expressions)
+        return result
+    attrs = {}
+    for (name,) in projection_expressions:
+        found = self.attrs.get(name)
+        if found is not None:
+            attrs[name] = _wire(found)
+    return Item(hash_key=self.hash_key, range_key=self.range_key, attrs=attrs)
+
+
+def _wire(attribute: DynamoType) -> dict[str, Any]:
+    """One attribute in the wire format, as new objects (as `Item.to_json`)."""
+    value = attribute.value
+    if isinstance(value, dict):
+        return {attribute.type: {k: v.to_regular_json() for k, v in value.items()}}
+    if isinstance(value, list):
+        return {
+            attribute.type: [v.to_regular_json() if isinstance(v, DynamoType) else v for v in value]
+        }
+    return {attribute.type: value}
+
+
 def install() -> None:
-    """Replace moto's transaction rollback with the item-level one, and give its
-    secondary-index queries a partition map (idempotent)."""
+    """Replace moto's transaction rollback with the item-level one, give its
+    secondary-index queries a partition map, and cache its per-request work
+    (idempotent)."""
     DynamoDBBackend.transact_write_items = _transact_write_items  # type: ignore[method-assign]
     if _original:
         return
@@ -266,6 +329,10 @@ def install() -> None:
         all_items=Table.all_items,
         query=Table.query,
         execute_result=ActionResult.execute_result,
+        method_names=moto_responses.method_names_from_class,
+        camelcase=moto_responses.camelcase_to_underscores,
+        make_update=UpdateExpressionParser.make,
+        project=Item.project,
     )
     Table.put_item = _put  # type: ignore[method-assign]
     Table.delete_item = _delete  # type: ignore[method-assign]
@@ -273,3 +340,7 @@ def install() -> None:
     Table.all_items = _all_items  # type: ignore[method-assign]
     Table.query = _query  # type: ignore[method-assign]
     ActionResult.execute_result = _execute_result  # type: ignore[method-assign]
+    moto_responses.method_names_from_class = _method_names  # type: ignore[assignment]
+    moto_responses.camelcase_to_underscores = _snake
+    UpdateExpressionParser.make = classmethod(_make_update)  # type: ignore[assignment,method-assign]
+    Item.project = _project  # type: ignore[method-assign]
