@@ -1,6 +1,6 @@
 """The `dunning` command: the product on your laptop, on an emulated AWS.
 
-    dunning demo [--accounts N] [--days D] [--seed S] [--out DIR]
+    dunning demo [--accounts N] [--days D] [--seed S] [--out DIR] [--workers W]
     dunning serve [--port P] [--state FILE]
     dunning evaluate --as-of 2026-11-03T08:00:00Z [--url URL]
     dunning deliver [--url URL]
@@ -51,6 +51,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         seed=args.seed,
         out=out,
         progress=not args.quiet,
+        workers=args.workers,
     )
     metrics_log = (out / "metrics.jsonl") if out is not None else Path(os.devnull)
     if out is not None:
@@ -107,6 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--days", type=int, default=DemoConfig.days)
     demo.add_argument("--seed", type=int, default=DemoConfig.seed)
     demo.add_argument("--out", default="report", help="report folder (default: report)")
+    demo.add_argument(
+        "--workers",
+        type=int,
+        default=DemoConfig.workers,
+        help="processes, each an emulated AWS with its share of the accounts (1: one)",
+    )
     demo.add_argument("--no-report", action="store_true", help="print the summary only")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(run=cmd_demo)

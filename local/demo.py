@@ -19,13 +19,15 @@ instant each scheduled run carries; nothing sleeps.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import random
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_DOWN, Decimal
 from enum import StrEnum
@@ -110,19 +112,22 @@ class Customer:
 
 @dataclass
 class DemoConfig:
-    accounts: int = 300
+    accounts: int = 1000
     days: int = 120
     seed: int = 7
     out: Path | None = Path("report")
     shards: int = 2
     progress: bool = True
     start: datetime = START
+    # Independent emulations, one process each, that split the portfolio (see
+    # `run_demo`); 1 runs everything in this process.
+    workers: int = 2
 
 
 @dataclass
 class DemoResult:
     config: DemoConfig
-    stack: LocalCloud
+    stack: LocalCloud | None  # None when the parts ran in other processes
     customers: dict[str, Customer]
     items: list[dict[str, Any]]
     end: datetime
@@ -165,9 +170,13 @@ class Progress:
 class World:
     """The outside world: billing system, customers and collectors, via the API."""
 
-    def __init__(self, cfg: DemoConfig, stack: LocalCloud) -> None:
+    def __init__(self, cfg: DemoConfig, stack: LocalCloud, part: int = 0, parts: int = 1) -> None:
         self.cfg = cfg
         self.stack = stack
+        # This world plays customers i with i % parts == part; the one-off stories
+        # (exclusion list, bounced cheque, fraud review) belong to part 0.
+        self.part = part
+        self.parts = parts
         self.api = ApiClient(stack.functions["api"])
         self.rng = random.Random(cfg.seed)
         self.customers: dict[str, Customer] = {}
@@ -233,6 +242,8 @@ class World:
                 amount=amount,
                 late_days=self.rng.randint(5, 45),
             )
+            if i % self.parts != self.part:
+                continue  # drawn all the same: a customer is the same in every split
             self.customers[customer.account_id] = customer
             self.call(
                 "PUT",
@@ -250,7 +261,7 @@ class World:
             )
         # One excluded account: a key customer dunning must not touch.
         never = [c for c in self.customers.values() if c.behaviour is Behaviour.NEVER]
-        if never:
+        if never and self.part == 0:
             self.excluded = never[0].account_id
             self.call(
                 "PUT",
@@ -364,7 +375,7 @@ class World:
 
     def bounce_one(self, now: datetime) -> None:
         """The bank returns one cheque: the billing system reverses the payment."""
-        if self.bounced is not None:
+        if self.bounced is not None or self.part != 0:
             return
         for c in self.customers.values():
             if c.behaviour is Behaviour.LATE and self.payments.get(c.account_id):
@@ -413,7 +424,11 @@ class World:
             cursor = page.get("next_cursor")
             if not cursor:
                 break
-        if self.fraud is None and day >= self.cfg.start.date() + timedelta(days=30):
+        if (
+            self.fraud is None
+            and self.part == 0
+            and day >= self.cfg.start.date() + timedelta(days=30)
+        ):
             candidates = self.call("GET", "/cases", "collector", query={"limit": "5"}).json()
             for case in candidates["items"]:
                 if case["account_id"] == self.bounced:
@@ -511,8 +526,80 @@ def open_cases_by_level(stack: LocalCloud) -> dict[int, int]:
     return counts
 
 
-def run_demo(cfg: DemoConfig, on_day: Callable[[int, datetime], None] | None = None) -> DemoResult:
-    """Run the whole demo and return what it produced (the caller reports)."""
+def run_demo(cfg: DemoConfig) -> DemoResult:
+    """Run the whole demo and return what it produced (the caller reports).
+
+    With `workers` > 1 the portfolio is split: each part is the whole product on
+    its own emulated AWS (its own tables, queues, providers), with the same
+    configuration and its share of the customers, run in its own process. The
+    engine decides each account on its own, so the split changes no decision;
+    it only uses the machine's cores (moto answers one request at a time). Part
+    0 runs here, with the progress bar; the results are merged.
+    """
+    workers = max(1, min(cfg.workers, cfg.accounts))
+    if workers == 1:
+        return _run_part(cfg, 0, 1)
+    started = time.monotonic()
+    context = multiprocessing.get_context("spawn")  # no fork of a process with threads
+    with ProcessPoolExecutor(max_workers=workers - 1, mp_context=context) as pool:
+        others = [
+            pool.submit(_run_part_in_worker, replace(cfg, progress=False), part, workers)
+            for part in range(1, workers)
+        ]
+        first = _run_part(cfg, 0, workers)
+        parts = [first, *(f.result() for f in others)]
+    return _merge(cfg, parts, time.monotonic() - started)
+
+
+def _merge(cfg: DemoConfig, parts: list[DemoResult], seconds: float) -> DemoResult:
+    first = parts[0]
+    levels = []
+    for i, (day, _) in enumerate(first.levels):
+        total: dict[int, int] = {}
+        for part in parts:
+            for level, n in part.levels[i][1].items():
+                total[level] = total.get(level, 0) + n
+        levels.append((day, total))
+    timings: dict[str, float] = {}
+    for part in parts:
+        for phase, spent in part.timings.items():
+            timings[phase] = timings.get(phase, 0.0) + spent
+    return DemoResult(
+        config=cfg,
+        stack=None,
+        customers={k: v for part in parts for k, v in part.customers.items()},
+        items=[it for part in parts for it in part.items],
+        end=first.end,
+        seconds=seconds,
+        api_calls=sum(part.api_calls for part in parts),
+        runs=first.runs,
+        bounced=first.bounced,
+        fraud=first.fraud,
+        excluded=first.excluded,
+        holidays=first.holidays,
+        emails=[m for part in parts for m in part.emails],
+        sms=[m for part in parts for m in part.sms],
+        webhooks=[w for part in parts for w in part.webhooks],
+        levels=levels,
+        recovered=sorted((r for part in parts for r in part.recovered), key=lambda r: r[0]),
+        timings=timings,
+    )
+
+
+def _run_part_in_worker(cfg: DemoConfig, part: int, parts: int) -> DemoResult:
+    """A part in its own process: the functions' JSON logs and metrics (their
+    stdout) go to `metrics-part<N>.jsonl` in the report folder, not the terminal."""
+    log = cfg.out / f"metrics-part{part}.jsonl" if cfg.out is not None else Path(os.devnull)
+    if cfg.out is not None:
+        cfg.out.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    with log.open("w", encoding="utf-8") as sink:
+        os.dup2(sink.fileno(), 1)  # the loggers hold the stdout they found at import
+        return _run_part(cfg, part, parts)
+
+
+def _run_part(cfg: DemoConfig, part: int, parts: int) -> DemoResult:
+    """One part of the portfolio on its own emulated AWS."""
     for key, value in {
         "AWS_DEFAULT_REGION": "eu-west-1",
         "AWS_ACCESS_KEY_ID": "local",
@@ -529,7 +616,7 @@ def run_demo(cfg: DemoConfig, on_day: Callable[[int, datetime], None] | None = N
             stack = LocalCloud(webhook_base=receiver.url(""), shards=cfg.shards).create()
             for endpoint, secret in stack.secrets.items():
                 receiver.secrets[f"/{endpoint}"] = [secret]
-            world = World(cfg, stack)
+            world = World(cfg, stack, part, parts)
             world.configure()
             world.create_customers()
             world.opening_balances()
@@ -571,15 +658,13 @@ def run_demo(cfg: DemoConfig, on_day: Callable[[int, datetime], None] | None = N
                     runs += 1
                 levels.append((day, open_cases_by_level(stack)))
                 progress.show(d + 1, f"{world.calls} API calls, {runs} runs")
-                if on_day is not None:
-                    on_day(d, now)
             progress.close()
             end = now
             items = list(scan_items(stack.store()))
             emails, sms = _delivered()
             return DemoResult(
                 config=cfg,
-                stack=stack,
+                stack=stack if parts == 1 else None,
                 customers=world.customers,
                 items=items,
                 end=end,

@@ -129,7 +129,9 @@ def _transact_write_items(self: DynamoDBBackend, transact_items: list[dict[str, 
 # per scheduled run. This keeps, per table, the items of each index partition
 # (`index hash attribute value -> items`), maintained on every put, update and
 # delete, and hands moto's own query code only that partition's items; moto
-# still filters, sorts, pages and projects them itself.
+# still filters, sorts, pages and projects them itself. A query on the table
+# itself gets the items of its partition the same way (moto compares the hash
+# key of every item of the table).
 
 _override = threading.local()
 _original: dict[str, Any] = {}
@@ -207,6 +209,16 @@ def _query(self: Table, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
     # moto calls query(hash_key, range_comparison, range_objs, limit, start_key,
     # forward, projections, index_name, ...): positionally or by keyword.
     index_name = kwargs.get("index_name", args[6] if len(args) > 6 else None)
+    if index_name is None and hash_key is not None:
+        # The table itself: moto compares every item's hash key; hand it the partition.
+        found = self.items.get(hash_key)
+        if found is None:
+            partition: list[Item] = []
+        elif self.range_key_attr:
+            partition = list(found.values())
+        else:
+            partition = [found]
+        return _with_candidates(self, partition, hash_key, *args, **kwargs)
     gsi = next((i for i in self.global_indexes or [] if i.name == index_name), None)
     if gsi is None:
         return _original["query"](self, hash_key, *args, **kwargs)
@@ -216,9 +228,16 @@ def _query(self: Table, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
     if value is None:
         return _original["query"](self, hash_key, *args, **kwargs)
     bucket = _buckets(self)[attr].get((value.type, str(value.value)), {})
-    _override.items = list(bucket.values())
+    return _with_candidates(self, list(bucket.values()), hash_key, *args, **kwargs)
+
+
+def _with_candidates(
+    table: Table, candidates: list[Item], hash_key: Any, *args: Any, **kwargs: Any
+) -> Any:
+    """moto's own query, over these items instead of the whole table."""
+    _override.items = candidates
     try:
-        return _original["query"](self, hash_key, *args, **kwargs)
+        return _original["query"](table, hash_key, *args, **kwargs)
     finally:
         _override.items = None
 
