@@ -7,7 +7,7 @@ import itertools
 from datetime import timedelta
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dunning import clock
@@ -91,6 +91,18 @@ _examples = itertools.count()
 STEPS = ("list", "account-1", "account-2", "invoices-1", "invoices-2")
 
 
+def _accounts_first(order: list[str]) -> list[str]:
+    """The same order, with each account's step swapped before its invoices' if it
+    came after (valid orders by construction: an `assume` rejecting three orders
+    in four trips Hypothesis' filter health check now and then)."""
+    order = list(order)
+    for k in ("1", "2"):
+        account, invoices = order.index(f"account-{k}"), order.index(f"invoices-{k}")
+        if invoices < account:
+            order[account], order[invoices] = order[invoices], order[account]
+    return order
+
+
 def _run_step(api: Api, step: str, n: int) -> None:
     acc1, acc2 = f"x{n}-1", f"x{n}-2"
     if step == "list":
@@ -110,12 +122,10 @@ def _run_step(api: Api, step: str, n: int) -> None:
 @settings(
     max_examples=16, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(order=st.permutations(STEPS))
+@given(order=st.permutations(STEPS).map(_accounts_first))
 def test_an_exclusion_list_applies_whatever_the_order_of_the_calls(
     api: Api, stack: LocalCloud, order: list[str]
 ) -> None:
-    assume(order.index("account-1") < order.index("invoices-1"))
-    assume(order.index("account-2") < order.index("invoices-2"))
     n = next(_examples)
     acc1, acc2 = f"x{n}-1", f"x{n}-2"
     # Given the list, the accounts and their invoices arriving in any order
