@@ -24,6 +24,7 @@ import os
 import random
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -127,7 +128,6 @@ class DemoConfig:
 @dataclass
 class DemoResult:
     config: DemoConfig
-    stack: LocalCloud | None  # None when the parts ran in other processes
     customers: dict[str, Customer]
     items: list[dict[str, Any]]
     end: datetime
@@ -554,19 +554,16 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
 def _merge(cfg: DemoConfig, parts: list[DemoResult], seconds: float) -> DemoResult:
     first = parts[0]
     levels = []
-    for i, (day, _) in enumerate(first.levels):
-        total: dict[int, int] = {}
-        for part in parts:
-            for level, n in part.levels[i][1].items():
-                total[level] = total.get(level, 0) + n
-        levels.append((day, total))
-    timings: dict[str, float] = {}
+    for same_day in zip(*(part.levels for part in parts), strict=True):
+        total: Counter[int] = Counter()
+        for _, counts in same_day:
+            total.update(counts)
+        levels.append((same_day[0][0], dict(total)))
+    timings: Counter[str] = Counter()
     for part in parts:
-        for phase, spent in part.timings.items():
-            timings[phase] = timings.get(phase, 0.0) + spent
+        timings.update(part.timings)
     return DemoResult(
         config=cfg,
-        stack=None,
         customers={k: v for part in parts for k, v in part.customers.items()},
         items=[it for part in parts for it in part.items],
         end=first.end,
@@ -582,7 +579,7 @@ def _merge(cfg: DemoConfig, parts: list[DemoResult], seconds: float) -> DemoResu
         webhooks=[w for part in parts for w in part.webhooks],
         levels=levels,
         recovered=sorted((r for part in parts for r in part.recovered), key=lambda r: r[0]),
-        timings=timings,
+        timings=dict(timings),
     )
 
 
@@ -664,7 +661,6 @@ def _run_part(cfg: DemoConfig, part: int, parts: int) -> DemoResult:
             emails, sms = _delivered()
             return DemoResult(
                 config=cfg,
-                stack=stack if parts == 1 else None,
                 customers=world.customers,
                 items=items,
                 end=end,
