@@ -272,16 +272,15 @@ class ChannelConsumer:
         self.processor = BatchProcessor(
             event_type=EventType.SQS, raise_on_entire_batch_failure=False
         )
-        self._batch_at: datetime | None = None
 
-        def deliver_once(message: dict[str, Any]) -> dict[str, Any]:
-            action = ACTION.validate_python(message, strict=False)
+        def deliver_once(message: dict[str, Any], action: Action, at: datetime) -> dict[str, Any]:
+            # `message` is the idempotency payload; `action` is that message, validated.
             result = self.delivery.deliver(action, self.clock())
             return {
                 "outcome": result.outcome.value,
                 "reason": result.reason,
                 "provider_id": result.provider_id,
-                "at": (self._batch_at or self.clock()).isoformat(),
+                "at": at.isoformat(),
             }
 
         self._deliver_once: Callable[..., dict[str, Any]] = idempotent_function(
@@ -293,7 +292,7 @@ class ChannelConsumer:
 
     def handle(self, event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
         self.config.register_lambda_context(context)
-        self._batch_at = self.clock()
+        batch_at = self.clock()
         account_ids = set()
         for record in event.get("Records", []):
             try:
@@ -310,7 +309,7 @@ class ChannelConsumer:
             if not isinstance(message, dict):
                 raise ValueError("an action message is a JSON object")
             action = ACTION.validate_python(message, strict=False)
-            handled.append(self._handle_one(record, message, action))
+            handled.append(self._handle_one(record, message, action, batch_at))
 
         response = process_partial_response(
             event=event,
@@ -329,9 +328,11 @@ class ChannelConsumer:
             return _failing(response, [h.message_id for h in handled])
         return response
 
-    def _handle_one(self, record: SQSRecord, message: dict[str, Any], action: Action) -> _Handled:
+    def _handle_one(
+        self, record: SQSRecord, message: dict[str, Any], action: Action, batch_at: datetime
+    ) -> _Handled:
         try:
-            saved = self._deliver_once(message=message)
+            saved = self._deliver_once(message=message, action=action, at=batch_at)
         except TransientSendError as err:
             receives = int(record.attributes.approximate_receive_count or 1)
             count(
@@ -372,7 +373,7 @@ class ChannelConsumer:
                 str(saved["reason"]),
                 saved.get("provider_id"),
             ),
-            at=datetime.fromisoformat(at) if at else (self._batch_at or self.clock()),
+            at=datetime.fromisoformat(at) if at else batch_at,
             replayed=bool(saved.get("replayed")),
             queued_at=_queued_at(record),
         )
