@@ -93,3 +93,16 @@ def variant(layer_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Synth:
     assembly = app.synth()
     template = assembly.get_stack_by_name(stack.stack_name).template
     return Synth(app, stack, Template.from_json(template), dict(template))
+
+
+def references(value: Any) -> set[str]:
+    """The logical ids a resource expression refers to (Ref, GetAtt, inside Joins)."""
+    if isinstance(value, dict):
+        if "Ref" in value:
+            return {value["Ref"]}
+        if "Fn::GetAtt" in value:
+            return {value["Fn::GetAtt"][0]}
+        return set().union(*(references(v) for v in value.values()))
+    if isinstance(value, list):
+        return set().union(*(references(v) for v in value)) if value else set()
+    return set()

@@ -10,7 +10,7 @@ from aws_cdk.assertions import Match
 
 from dunning.store.schema import IDEMPOTENCY_TABLE, TABLE
 from infra.constructs.api import API_SCOPES
-from tests.infra.conftest import Synth
+from tests.infra.conftest import Synth, references
 
 
 def _table(synth: Synth, construct: Any) -> dict[str, Any]:
@@ -244,22 +244,11 @@ def _dead_letter_queues(synth: Synth) -> set[str]:
     queues = synth.resources("AWS::SQS::Queue")
     found: set[str] = set()
 
-    def refs(value: Any) -> set[str]:
-        if isinstance(value, dict):
-            if "Ref" in value:
-                return {value["Ref"]}
-            if "Fn::GetAtt" in value:
-                return {value["Fn::GetAtt"][0]}
-            return set().union(*(refs(v) for v in value.values()))
-        if isinstance(value, list):
-            return set().union(*(refs(v) for v in value)) if value else set()
-        return set()
-
     def walk(value: Any) -> None:
         if isinstance(value, dict):
             for key, inner in value.items():
                 if "deadletter" in key.lower() or key == "OnFailure":
-                    found.update(r for r in refs(inner) if r in queues)
+                    found.update(r for r in references(inner) if r in queues)
                 walk(inner)
         elif isinstance(value, list):
             for inner in value:

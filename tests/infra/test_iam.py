@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from dunning.model import Channel
-from tests.infra.conftest import Synth
+from tests.infra.conftest import Synth, references
 
 XRAY = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
 
@@ -35,19 +35,6 @@ def _statements(synth: Synth) -> Iterator[tuple[str, dict[str, Any]]]:
         for doc in docs:
             for statement in doc["Statement"]:
                 yield logical_id, statement
-
-
-def _references(value: Any) -> set[str]:
-    """The logical ids a resource expression refers to (Ref, GetAtt, inside Joins)."""
-    if isinstance(value, dict):
-        if "Ref" in value:
-            return {value["Ref"]}
-        if "Fn::GetAtt" in value:
-            return {value["Fn::GetAtt"][0]}
-        return set().union(*(_references(v) for v in value.values()))
-    if isinstance(value, list):
-        return set().union(*(_references(v) for v in value)) if value else set()
-    return set()
 
 
 def _policy_roles(synth: Synth, policy_id: str) -> list[str]:
@@ -90,7 +77,7 @@ def test_resources_are_the_stacks_own(any_synth: Synth) -> None:
                 )
                 assert actions <= XRAY or sms, f"{policy}: {sorted(actions)} on *"
                 continue
-            refs = {r for r in _references(resource) if not r.startswith("AWS::")}  # no pseudo refs
+            refs = {r for r in references(resource) if not r.startswith("AWS::")}  # no pseudo refs
             if refs:
                 assert refs <= set(resources), f"{policy}: {resource}"
                 kinds = {resources[r]["Type"] for r in refs}

@@ -4,7 +4,7 @@ transient failure waits before its retry."""
 from __future__ import annotations
 
 import random
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 
 from dunning.delivery import MAX_VISIBILITY_S, backoff_seconds, staleness
 from dunning.model import (
-    Account,
     AccountView,
     Action,
     ActionType,
@@ -42,16 +41,7 @@ def action(**kw: Any) -> Action:
 def invoice(
     invoice_id: str, status: InvoiceStatus = InvoiceStatus.OPEN, open_: str = "50"
 ) -> Invoice:
-    return Invoice(
-        invoice_id=invoice_id,
-        account_id="acc-1",
-        currency="EUR",
-        amount=Decimal(100),
-        open_amount=Decimal(open_),
-        issue_date=date(2026, 9, 1),
-        due_date=date(2026, 10, 1),
-        status=status,
-    )
+    return builders.invoice(invoice_id, open_amount=Decimal(open_), status=status)
 
 
 def case(**kw: object) -> Case:
@@ -76,12 +66,7 @@ def view(
     invoices: tuple[Invoice, ...] = (),
     excluded_by: tuple[str, ...] = (),
 ) -> AccountView:
-    return AccountView(
-        account=Account(account_id="acc-1", currency="EUR"),
-        invoices=invoices,
-        cases=cases,
-        excluded_by=excluded_by,
-    )
+    return builders.view(*invoices, cases=cases, excluded_by=excluded_by)
 
 
 OPEN = (invoice("inv-1"), invoice("inv-2"))
@@ -209,13 +194,13 @@ def test_a_level_action_never_goes_out_for_a_case_that_is_not_running(
     case_entry=st.integers(1, 5),
     status=st.sampled_from([CaseStatus.ACTIVE, CaseStatus.AWAITING_APPROVAL]),
 )
-def test_a_running_case_gets_its_action_only_at_the_same_level_and_entry(
+def test_a_running_case_gets_its_action_unless_it_moved_past_the_level_or_reentered_it(
     level: int, entry: int, case_level: int, case_entry: int, status: CaseStatus
 ) -> None:
     queued = action(level=level, entry=entry)
     current = case(status=status, level=case_level, entries={level: case_entry})
-    same = case_level <= level and case_entry == entry
-    assert staleness(queued, view((current,), OPEN)) == (None if same else "moved_on")
+    still_due = case_level <= level and case_entry == entry
+    assert staleness(queued, view((current,), OPEN)) == (None if still_due else "moved_on")
 
 
 @PROPERTY_SETTINGS

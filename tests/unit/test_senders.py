@@ -8,7 +8,6 @@ request itself is wrong (a rejected address, an invalid parameter) is permanent.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -18,7 +17,7 @@ from hypothesis import strategies as st
 
 from dunning.channels.templates import default_templates
 from dunning.delivery import PermanentSendError, SendError, TransientSendError
-from dunning.model import Account, AccountView, Action, ActionType, Channel, Invoice
+from dunning.model import AccountView, Action, ActionType, Channel
 from dunning.senders import (
     _SES_PERMANENT,
     _SNS_PERMANENT,
@@ -26,6 +25,7 @@ from dunning.senders import (
     SnsSmsSender,
     _provider_error,
 )
+from tests import builders
 from tests.builders import action
 from tests.unit.strategies import PROPERTY_SETTINGS
 
@@ -196,25 +196,7 @@ def _action(type_: ActionType, template: str) -> Action:
 
 
 def _view() -> AccountView:
-    return AccountView(
-        account=Account(
-            account_id="acc-1",
-            currency="EUR",
-            email="anna@example.com",
-            phone="+4915112345678",
-        ),
-        invoices=(
-            Invoice(
-                invoice_id="inv-1",
-                account_id="acc-1",
-                currency="EUR",
-                amount=Decimal("100.00"),
-                open_amount=Decimal("100.00"),
-                issue_date=AT.date(),
-                due_date=AT.date(),
-            ),
-        ),
-    )
+    return builders.view(builders.invoice(due=AT.date()))
 
 
 SEND_CASES = [
