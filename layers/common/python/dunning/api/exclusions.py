@@ -13,7 +13,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from dunning import collect
-from dunning.model import AccountView, ExclusionList
+from dunning.model import AccountView
 from dunning.store import Mutation
 from dunning.store.config import ConfigStore, ExclusionSnapshot
 
@@ -32,13 +32,11 @@ class CurrentExclusions:
         now: datetime,
         actor: str,
         cause: str | None = None,
-        saved: ExclusionList | None = None,
     ) -> None:
         self.config = config
         self.now = now
         self.actor = actor
         self.cause = cause
-        self.saved = saved  # the list just saved (the registry may not list it yet)
         self._snapshot: ExclusionSnapshot | None = None
         self._seen: set[str] = set()
 
@@ -50,10 +48,7 @@ class CurrentExclusions:
 
     def __call__(self, view: AccountView) -> Mutation:
         snapshot = self.snapshot(view.account.account_id)
-        lists = {x.list_id: x for x in snapshot.lists}
-        if self.saved is not None and self.saved.list_id not in lists:
-            lists[self.saved.list_id] = self.saved
         mutation = collect.apply_exclusions(
-            view, lists.values(), now=self.now, actor=self.actor, cause=self.cause
+            view, snapshot.lists, now=self.now, actor=self.actor, cause=self.cause
         )
         return replace(mutation, extra=(*mutation.extra, snapshot.guard))

@@ -127,7 +127,7 @@ def payment(p: Payment) -> PaymentResponse:
     )
 
 
-def summary(stored: StoredView, at: datetime, credit: Decimal = Decimal(0)) -> OverdueSummary:
+def summary(stored: StoredView, at: datetime, credit: Decimal) -> OverdueSummary:
     view = stored.view
     currency = view.account.currency
     today = at.astimezone(ZoneInfo(view.account.timezone)).date()
@@ -148,7 +148,7 @@ def summary(stored: StoredView, at: datetime, credit: Decimal = Decimal(0)) -> O
     )
 
 
-def account(stored: StoredView, at: datetime, credit: Decimal = Decimal(0)) -> AccountResponse:
+def account(stored: StoredView, at: datetime, credit: Decimal) -> AccountResponse:
     view = stored.view
     acct = view.account
     return AccountResponse(

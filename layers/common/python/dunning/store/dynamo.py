@@ -609,19 +609,12 @@ class DynamoStore:
                 )
             items.extend(self._event_put(e, len(added) + n) for n, e in enumerate(change.events))
             # Invoices that were there already and changed (an exclusion, a credit)
-            before = stored.view.model_copy(
-                update={
-                    "invoices": tuple(
-                        i for i in stored.view.invoices if i.invoice_id not in added_ids
-                    )
-                }
-            )
             after = view.model_copy(
                 update={
                     "invoices": tuple(i for i in view.invoices if i.invoice_id not in added_ids)
                 }
             )
-            items.extend(self._changed_children(before, after))
+            items.extend(self._changed_children(stored.view, after))
             if spent:
                 items.extend(self._credit_writes(view, left, spent, now))
             items.extend(change.extra)
@@ -741,16 +734,7 @@ class DynamoStore:
                         "version": payment.version + 1,
                     }
                 )
-                put = self._put(
-                    {
-                        **{k: v for k, v in item.items() if k not in ("body", "version")},
-                        "body": _s(grown.model_dump_json(exclude_defaults=True)),
-                        "version": _n(payment.version + 1),
-                    },
-                    "version = :pv",
-                )
-                put["Put"]["ExpressionAttributeValues"] = {":pv": _n(payment.version)}
-                items.append(put)
+                items.append(self._payment_replace(item, grown, payment.version))
         key = self._credit_key(account_id)
         if not left:
             items.append({"Delete": {"TableName": self.table, "Key": key}})
@@ -921,18 +905,9 @@ class DynamoStore:
                 data={"payment_id": payment_id, "amount": str(payment.amount), "reason": reason},
                 actor=actor,
             )
-            payment_put = self._put(
-                {
-                    **{k: v for k, v in item.items() if k not in ("body", "version")},
-                    "body": _s(reversed_payment.model_dump_json(exclude_defaults=True)),
-                    "version": _n(payment.version + 1),
-                },
-                "version = :pv",
-            )
-            payment_put["Put"]["ExpressionAttributeValues"] = {":pv": _n(payment.version)}
             items = [
                 self._account_put(StoredView(view, stored.version, stored.policy_id), now, now),
-                payment_put,
+                self._payment_replace(item, reversed_payment, payment.version),
                 self._event_put(event),
                 *[self._event_put(e, n + 1) for n, e in enumerate(change.events)],
                 *self._changed_children(base, view),
@@ -945,6 +920,22 @@ class DynamoStore:
                 continue
             return reversed_payment
         raise ConflictError(f"account {account_id} keeps changing; try again")
+
+    def _payment_replace(
+        self, item: Mapping[str, Any], payment: BaseModel, version: int
+    ) -> dict[str, Any]:
+        """The payment's stored item with a new body, one version on, written only
+        if it is still at `version`."""
+        put = self._put(
+            {
+                **{k: v for k, v in item.items() if k not in ("body", "version")},
+                "body": _s(payment.model_dump_json(exclude_defaults=True)),
+                "version": _n(version + 1),
+            },
+            "version = :pv",
+        )
+        put["Put"]["ExpressionAttributeValues"] = {":pv": _n(version)}
+        return put
 
     def _changed_children(self, before: AccountView, after: AccountView) -> list[dict[str, Any]]:
         """Updates of invoice, plan and suspension items whose state changed."""

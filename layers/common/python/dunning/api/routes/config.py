@@ -69,6 +69,7 @@ from dunning.channels.templates import (
     template_path,
 )
 from dunning.model import (
+    MESSAGE_ACTIONS,
     Account,
     Action,
     ActionSpec,
@@ -109,9 +110,6 @@ def _version_response(info: PolicyVersionInfo) -> PolicyVersionResponse:
     )
 
 
-_TEMPLATE_CHANNEL = {ActionType.EMAIL: "email", ActionType.SMS: "sms"}
-
-
 def _check_references(s: Any, policy: Policy) -> None:
     """A policy names only a calendar and message templates that exist: a 422 at
     each missing one, instead of a policy that fails on its first message. A
@@ -133,11 +131,10 @@ def _check_references(s: Any, policy: Policy) -> None:
     ]
     specs += [(["reinstatement_actions", j], a) for j, a in enumerate(policy.reinstatement_actions)]
     for where, spec in specs:
-        channel = _TEMPLATE_CHANNEL.get(spec.type)
-        if channel is None or spec.template is None:
-            continue
+        if spec.type not in MESSAGE_ACTIONS or spec.template is None:
+            continue  # (a message action always names a template: ActionSpec checks)
         try:
-            templates.resolve(spec.template, channel, policy.default_locale)
+            templates.resolve(spec.template, spec.type.value, policy.default_locale)
         except TemplateNotFoundError as err:
             problems.append(detail(["body", *where, "template"], str(err)))
     if problems:
@@ -475,7 +472,7 @@ def put_exclusion_list(
         touched |= set(before.account_ids) | {ref.split("/")[0] for ref in before.invoice_ids}
     # Every stored list applies (an invoice on two lists stays excluded while one
     # names it); an account that does not exist yet gets them when it is created.
-    apply = CurrentExclusions(s.config, now, actor, cause=list_id, saved=exclusion)
+    apply = CurrentExclusions(s.config, now, actor, cause=list_id)
     updated = 0
     for account_id in sorted(touched):
         try:
