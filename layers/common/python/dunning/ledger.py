@@ -53,14 +53,8 @@ def allocate(
     else:
         first = [open_by_id[i] for i in payment.invoice_ids if i in open_by_id]
     named = {inv.invoice_id for inv in first}
-    rest = sorted(
-        (
-            inv
-            for inv in open_by_id.values()
-            if inv.invoice_id not in named and inv.status is InvoiceStatus.OPEN
-        ),
-        key=lambda inv: (inv.due_date, inv.invoice_id),
-    )
+    oldest = _oldest_due_open(invoices, payment.currency)
+    rest = [inv for inv in oldest if inv.invoice_id not in named]
     if payment.plan_id is None:
         first.sort(key=lambda inv: payment.invoice_ids.index(inv.invoice_id))
     else:
@@ -74,6 +68,61 @@ def allocate(
         allocations.append(Allocation(invoice_id=inv.invoice_id, amount=paid))
         remaining -= paid
     return tuple(allocations)
+
+
+def _oldest_due_open(invoices: tuple[Invoice, ...], currency: str) -> list[Invoice]:
+    """The open invoices with something left to pay in `currency`, oldest due first:
+    where money no invoice was named for goes."""
+    return sorted(
+        (
+            inv
+            for inv in invoices
+            if inv.status is InvoiceStatus.OPEN
+            and inv.open_amount > ZERO
+            and inv.currency == currency
+        ),
+        key=lambda inv: (inv.due_date, inv.invoice_id),
+    )
+
+
+def spend_credit(
+    view: AccountView, credit: list[tuple[str, Decimal]]
+) -> tuple[
+    AccountView,
+    list[tuple[str, Decimal]],
+    dict[str, list[Allocation]],
+    dict[str, dict[str, str]],
+]:
+    """Spend the account's credit (what payments left unallocated) on its open
+    invoices, oldest due first; each payment's remainder, oldest payment first.
+    Returns the new view, the credit left, the allocations each payment gains,
+    and per invoice what paid it (payment id -> amount)."""
+    open_ = _oldest_due_open(view.invoices, view.account.currency)
+    owed = {i.invoice_id: i.open_amount for i in open_}
+    left: list[tuple[str, Decimal]] = []
+    spent: dict[str, list[Allocation]] = {}
+    paid_by: dict[str, dict[str, str]] = {}
+    for payment_id, amount in credit:
+        remaining = amount
+        for inv in open_:
+            take = min(remaining, owed[inv.invoice_id])
+            if take <= 0:
+                continue
+            owed[inv.invoice_id] -= take
+            remaining -= take
+            spent.setdefault(payment_id, []).append(
+                Allocation(invoice_id=inv.invoice_id, amount=take)
+            )
+            paid_by.setdefault(inv.invoice_id, {})[payment_id] = f"{take:f}"
+        if remaining > 0:
+            left.append((payment_id, remaining))
+    if not spent:
+        return view, credit, {}, {}
+    invoices = tuple(
+        _pay(i, i.open_amount - owed[i.invoice_id]) if i.invoice_id in paid_by else i
+        for i in view.invoices
+    )
+    return view.model_copy(update={"invoices": invoices}), left, spent, paid_by
 
 
 def _promise_counts(suspension: Suspension, at: datetime) -> bool:

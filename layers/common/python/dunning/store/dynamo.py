@@ -25,7 +25,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from dunning.calendars import next_send_time, zone
 from dunning.engine import apply_decision
 from dunning.ids import stable_id
-from dunning.ledger import apply_payment, reverse_payment
+from dunning.ledger import apply_payment, reverse_payment, spend_credit
 from dunning.model import (
     OPEN_CASE_STATUSES,
     Account,
@@ -564,7 +564,7 @@ class DynamoStore:
             view = stored.view.model_copy(update={"invoices": (*stored.view.invoices, *added)})
             change = also(view) if also is not None else Mutation(view, reevaluate=False)
             credit = self._parse_credit(found.get("CREDIT"))
-            view, left, spent, paid_by_credit = self._apply_credit(change.view, credit)
+            view, left, spent, paid_by_credit = spend_credit(change.view, credit)
             final = {i.invoice_id: i for i in view.invoices}
             added_ids = {i.invoice_id for i in added}
             items = [
@@ -650,62 +650,6 @@ class DynamoStore:
     def credit_balance(self, account_id: str) -> Decimal:
         """The account's whole credit."""
         return sum((amount for _, amount in self.credit(account_id)), Decimal(0))
-
-    @staticmethod
-    def _apply_credit(
-        view: AccountView, credit: list[tuple[str, Decimal]]
-    ) -> tuple[
-        AccountView,
-        list[tuple[str, Decimal]],
-        dict[str, list[Allocation]],
-        dict[str, dict[str, str]],
-    ]:
-        """Spend the credit on the view's open invoices, oldest due first (each
-        payment's remainder, oldest payment first), as the ledger allocates.
-        Returns the new view, the credit left, the allocations each payment
-        gains, and per invoice what paid it (payment id -> amount)."""
-        open_ = sorted(
-            (
-                i
-                for i in view.invoices
-                if i.status is InvoiceStatus.OPEN
-                and i.open_amount > 0
-                and i.currency == view.account.currency
-            ),
-            key=lambda i: (i.due_date, i.invoice_id),
-        )
-        owed = {i.invoice_id: i.open_amount for i in open_}
-        left: list[tuple[str, Decimal]] = []
-        spent: dict[str, list[Allocation]] = {}
-        paid_by: dict[str, dict[str, str]] = {}
-        for payment_id, amount in credit:
-            remaining = amount
-            for inv in open_:
-                take = min(remaining, owed[inv.invoice_id])
-                if take <= 0:
-                    continue
-                owed[inv.invoice_id] -= take
-                remaining -= take
-                spent.setdefault(payment_id, []).append(
-                    Allocation(invoice_id=inv.invoice_id, amount=take)
-                )
-                paid_by.setdefault(inv.invoice_id, {})[payment_id] = f"{take:f}"
-            if remaining > 0:
-                left.append((payment_id, remaining))
-        if not spent:
-            return view, credit, {}, {}
-        invoices = tuple(
-            i.model_copy(
-                update={
-                    "open_amount": owed[i.invoice_id],
-                    "status": InvoiceStatus.PAID if owed[i.invoice_id] == 0 else i.status,
-                }
-            )
-            if i.invoice_id in paid_by
-            else i
-            for i in view.invoices
-        )
-        return view.model_copy(update={"invoices": invoices}), left, spent, paid_by
 
     def _credit_writes(
         self,
@@ -894,7 +838,7 @@ class DynamoStore:
             change = also(view) if also is not None else Mutation(view, reevaluate=False)
             credit = self.credit(account_id)
             kept = [(p, a) for p, a in credit if p != payment_id]
-            view, left, spent, _ = self._apply_credit(change.view, kept)
+            view, left, spent, _ = spend_credit(change.view, kept)
             reversed_payment = reversed_payment.model_copy(update={"version": payment.version + 1})
             event = AuditEvent(
                 event_id=stable_id(account_id, "payment_reversed", payment_id),
