@@ -476,7 +476,7 @@ class DynamoStore:
                 "or written off",
                 field="currency",
             )
-        total = self.credit_balance(view.account.account_id)
+        total = self.credit_total(self.credit(view.account.account_id))
         if total > 0:
             raise ConflictError(
                 f"account {view.account.account_id} holds a credit of {total:f} {was}: "
@@ -647,9 +647,20 @@ class DynamoStore:
         it brought beyond the open invoices, kept to pay the next ones."""
         return self._parse_credit(self._get(f"ACCOUNT#{account_id}", "CREDIT"))
 
-    def credit_balance(self, account_id: str) -> Decimal:
-        """The account's whole credit."""
-        return sum((amount for _, amount in self.credit(account_id)), Decimal(0))
+    @staticmethod
+    def credit_total(credit: Iterable[tuple[str, Decimal]]) -> Decimal:
+        """The whole of a credit (as `credit` gives it)."""
+        return sum((amount for _, amount in credit), Decimal(0))
+
+    def view_and_credit(self, account_id: str) -> tuple[StoredView, list[tuple[str, Decimal]]]:
+        """The account and its credit (as `credit`), in one strongly consistent
+        BatchGetItem."""
+        keys = [account_key(account_id), self._credit_key(account_id)]
+        found = {it[SK]["S"]: it for it in self.batch_get(keys)}
+        account = found.get("ACCOUNT")
+        if account is None:
+            raise NotFoundError(f"account {account_id} does not exist")
+        return self._stored(account), self._parse_credit(found.get("CREDIT"))
 
     def _credit_writes(
         self,
@@ -752,7 +763,7 @@ class DynamoStore:
                     f"payment {payment.payment_id} exists with a different body",
                     field="payment_id",
                 )
-            stored = self.get_view(payment.account_id)
+            stored, credit = self.view_and_credit(payment.account_id)
             self._check_references(stored.view, payment)
             view, recorded = apply_payment(stored.view, payment)
             recorded = recorded.model_copy(update={"version": 1})
@@ -766,7 +777,6 @@ class DynamoStore:
             credit_items: list[dict[str, Any]] = []
             if left > 0:  # kept as the account's credit
                 data["credit"] = f"{left:f}"
-                credit = self.credit(payment.account_id)
                 credit_items = self._credit_writes(
                     view, [*credit, (payment.payment_id, left)], {}, now
                 )
@@ -825,7 +835,7 @@ class DynamoStore:
             payment = Payment.model_validate_json(item["body"]["S"])
             if payment.reversed_at is not None:
                 return payment  # idempotent: already reversed
-            stored = self.get_view(account_id)
+            stored, credit = self.view_and_credit(account_id)
             # Paid invoices left the view: bring back the ones this payment paid.
             in_view = {inv.invoice_id for inv in stored.view.invoices}
             missing = [a.invoice_id for a in payment.allocations if a.invoice_id not in in_view]
@@ -836,7 +846,6 @@ class DynamoStore:
                 )
             view, reversed_payment = reverse_payment(base, payment, now, reason)
             change = also(view) if also is not None else Mutation(view, reevaluate=False)
-            credit = self.credit(account_id)
             kept = [(p, a) for p, a in credit if p != payment_id]
             view, left, spent, _ = spend_credit(change.view, kept)
             reversed_payment = reversed_payment.model_copy(update={"version": payment.version + 1})

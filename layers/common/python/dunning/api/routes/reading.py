@@ -50,9 +50,8 @@ Cursor = Annotated[str | None, Query(max_length=2000, description="From next_cur
 )
 def get_account(account_id: AccountId) -> Response[Any]:
     s = services(router)
-    stored = s.store.get_view(account_id)
-    credit = s.store.credit_balance(account_id)
-    return ok(shapes.account(stored, s.clock(), credit), etag=stored.version)
+    stored, credit = s.store.view_and_credit(account_id)
+    return ok(shapes.account(stored, s.clock(), s.store.credit_total(credit)), etag=stored.version)
 
 
 @router.get(
