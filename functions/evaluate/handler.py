@@ -97,6 +97,7 @@ def _record_handler(record: SQSRecord, context: LambdaContext, book: PolicyBook)
         extra={
             "evaluated": result.evaluated,
             "changed": result.changed,
+            "extra_passes": result.extra_passes,
             "actions_queued": dict(result.actions_queued),
             "continuation": result.continuation is not None,
         },
