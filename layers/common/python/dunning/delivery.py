@@ -231,7 +231,7 @@ class _Handled:
     result: DeliveryResult
     at: datetime
     replayed: bool  # a duplicate message: the saved result of an earlier delivery
-    queued_at: datetime | None = None  # when the evaluator queued it (message attribute)
+    queued_at: datetime | None  # when the evaluator queued it (message attribute)
 
 
 class ChannelConsumer:
