@@ -15,14 +15,18 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import string
 import threading
+from collections import deque
+from decimal import Decimal
 from typing import Any
 
 from moto.core import responses as moto_responses
 from moto.core.responses import ActionResult
-from moto.dynamodb.comparisons import get_filter_expression
+from moto.dynamodb.comparisons import ConditionExpressionParser, get_filter_expression
 from moto.dynamodb.exceptions import (
     ConditionalCheckFailed,
+    ItemSizeTooLarge,
     MockValidationException,
     MultipleTransactionsException,
     TooManyTransactionsException,
@@ -30,10 +34,14 @@ from moto.dynamodb.exceptions import (
     TransactWriteSingleOpException,
 )
 from moto.dynamodb.models import DynamoDBBackend
-from moto.dynamodb.models.dynamo_type import DynamoType, Item
+from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
 from moto.dynamodb.models.table import Table
+from moto.dynamodb.models.utilities import bytesize
+from moto.dynamodb.parsing import ast_nodes
 from moto.dynamodb.parsing.expressions import UpdateExpressionParser
 from moto.dynamodb.responses import DynamoResult
+from moto.moto_api._internal.moto_random import MotoRandom
+from moto.sqs import models as sqs_models
 
 
 def _transact_write_items(self: DynamoDBBackend, transact_items: list[dict[str, Any]]) -> None:
@@ -201,7 +209,28 @@ def _all_items(self: Table) -> list[Item]:
     candidates: list[Item] | None = getattr(_override, "items", None)
     if candidates is not None:
         return candidates
-    items: list[Item] = _original["all_items"](self)
+    # moto's order (hash key, then range key), compared as plain values.
+    items: list[Item] = []
+    for found in self.items.values():
+        if self.range_key_attr:
+            items.extend(found.values())
+        else:
+            items.append(found)
+    return sorted(items, key=_table_order)
+
+
+def _table_order(item: Item) -> Any:
+    if item.range_key:
+        return (item.hash_key.cast_value, item.range_key.cast_value)
+    return item.hash_key.cast_value
+
+
+def _sorted_items(
+    self: Table, hash_key_attrs: list[str], range_key_attrs: list[str | None], items: list[Item]
+) -> list[Item]:
+    # moto's sort keys, compared as plain values instead of DynamoType pairs.
+    attrs = self._generate_attr_to_sort_by(hash_key_attrs, range_key_attrs)
+    items.sort(key=lambda x: tuple([x.attrs[key].cast_value for key in attrs]))
     return items
 
 
@@ -215,7 +244,8 @@ def _query(self: Table, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
         if found is None:
             partition: list[Item] = []
         elif self.range_key_attr:
-            partition = list(found.values())
+            # In moto's order already, so its own sort only confirms it.
+            partition = sorted(found.values(), key=lambda x: x.range_key.cast_value)
         else:
             partition = [found]
         return _with_candidates(self, partition, hash_key, *args, **kwargs)
@@ -334,6 +364,91 @@ def _wire(attribute: DynamoType) -> dict[str, Any]:
     return {attribute.type: value}
 
 
+# ------------------------------------------------------------ attribute values
+#
+# Every comparison, hash and size of a DynamoDB value goes through
+# `DynamoType.cast_value` and `DynamoType.size`, which test the value's type one
+# method call at a time; sorting a partition makes millions of them. Strings and
+# numbers (nearly every key and attribute) take a short path to the same result.
+# An item checks its 400 KB limit on every attribute it is built with (O(n^2)
+# in its attributes); it is checked once, on the total, which raises exactly
+# when moto would (sizes only grow as attributes are added).
+
+
+def _cast_value(self: DynamoType) -> Any:
+    kind = self.type
+    if kind == "S":
+        return self.value
+    if kind == "N":
+        return Decimal(self.value)
+    return _original["cast_value"](self)
+
+
+def _size(self: DynamoType) -> int:
+    kind = self.type
+    if kind == "S":
+        return bytesize(self.value)
+    if kind == "N":
+        return len(str(self.value))
+    size: int = _original["size"](self)
+    return size
+
+
+def _item_init(
+    self: Item, hash_key: DynamoType, range_key: DynamoType | None, attrs: dict[str, Any]
+) -> None:
+    self.hash_key = hash_key
+    self.range_key = range_key
+    built = LimitedSizeDict.__new__(LimitedSizeDict)
+    total = 0
+    for key, value in attrs.items():
+        attribute = DynamoType(value)
+        total += bytesize(key) + attribute.size()
+        dict.__setitem__(built, key, attribute)
+    if total > 405000:  # moto's limit (LimitedSizeDict)
+        raise ItemSizeTooLarge
+    self.attrs = built
+
+
+def _node_deepcopy(self: Any, memo: dict[int, Any]) -> Any:
+    """What `copy.deepcopy` does for a plain object (new instance, deep-copied
+    `__dict__`), without the pickle protocol: the update expression's tree is
+    copied on every UpdateItem."""
+    found = memo.get(id(self))
+    if found is not None:
+        return found
+    clone = object.__new__(type(self))
+    memo[id(self)] = clone
+    clone.__dict__.update({k: copy.deepcopy(v, memo) for k, v in self.__dict__.items()})
+    return clone
+
+
+def _random_string(
+    self: MotoRandom, length: int = 20, include_digits: bool = True, lower_case: bool = False
+) -> str:
+    """moto's request ids, message ids and receipt handles: the same alphabet and
+    length, drawn in one call instead of one `choice` per character."""
+    pool = string.ascii_letters + (string.digits if include_digits else "")
+    drawn = "".join(self.choices(pool, k=length))
+    return drawn.lower() if lower_case else drawn
+
+
+_lexed: dict[str, tuple[Any, ...]] = {}
+
+
+def _lex_condition(self: ConditionExpressionParser) -> deque[Any]:
+    """The tokens of a condition or filter expression depend on its text only:
+    lexed once per text (moto lexes it with a dozen regexes per token on every
+    request), handed out as fresh nodes."""
+    expression = self.condition_expression
+    tokens = _lexed.get(expression)
+    if tokens is None:
+        tokens = tuple(_original["lex"](self))
+        if len(_lexed) < 4096:
+            _lexed[expression] = tokens
+    return deque(token._replace(children=[]) for token in tokens)
+
+
 def install() -> None:
     """Replace moto's transaction rollback with the item-level one, give its
     secondary-index queries a partition map, and cache its per-request work
@@ -352,6 +467,9 @@ def install() -> None:
         camelcase=moto_responses.camelcase_to_underscores,
         make_update=UpdateExpressionParser.make,
         project=Item.project,
+        cast_value=DynamoType.cast_value.fget,  # type: ignore[attr-defined]
+        size=DynamoType.size,
+        lex=ConditionExpressionParser._lex_condition_expression,
     )
     Table.put_item = _put  # type: ignore[method-assign]
     Table.delete_item = _delete  # type: ignore[method-assign]
@@ -363,3 +481,11 @@ def install() -> None:
     moto_responses.camelcase_to_underscores = _snake
     UpdateExpressionParser.make = classmethod(_make_update)  # type: ignore[assignment,method-assign]
     Item.project = _project  # type: ignore[method-assign]
+    Table.sorted_items = _sorted_items  # type: ignore[method-assign]
+    DynamoType.cast_value = property(_cast_value)  # type: ignore[method-assign,assignment]
+    DynamoType.size = _size  # type: ignore[method-assign]
+    Item.__init__ = _item_init  # type: ignore[method-assign]
+    ast_nodes.Node.__deepcopy__ = _node_deepcopy  # type: ignore[attr-defined]
+    sqs_models.camelcase_to_underscores = _snake
+    MotoRandom.get_random_string = _random_string  # type: ignore[method-assign]
+    ConditionExpressionParser._lex_condition_expression = _lex_condition  # type: ignore[method-assign]
