@@ -113,7 +113,7 @@ class Customer:
 
 @dataclass
 class DemoConfig:
-    accounts: int = 1000
+    accounts: int = 2000
     days: int = 120
     seed: int = 7
     out: Path | None = Path("report")
