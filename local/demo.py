@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_DOWN, Decimal
+from email.message import EmailMessage
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -138,7 +139,7 @@ class DemoResult:
     fraud: str | None
     excluded: str | None
     holidays: frozenset[date]
-    emails: list[Any] = field(default_factory=list)
+    emails: list[str] = field(default_factory=list)  # as .eml files
     sms: list[tuple[str, str, str]] = field(default_factory=list)
     webhooks: list[Any] = field(default_factory=list)
     levels: list[tuple[date, dict[int, int]]] = field(default_factory=list)
@@ -682,13 +683,24 @@ def _run_part(cfg: DemoConfig, part: int, parts: int) -> DemoResult:
         clock.use(None)
 
 
-def _delivered() -> tuple[list[Any], list[tuple[str, str, str]]]:
+def _delivered() -> tuple[list[str], list[tuple[str, str, str]]]:
     """What the emulated providers sent: SES's outbox and SNS's SMS log (the
-    local stand-ins for inboxes and phones)."""
+    local stand-ins for inboxes and phones). Emails are rendered as .eml here,
+    in each part's own process, so the parts render theirs side by side."""
     region = os.environ.get("AWS_DEFAULT_REGION", "eu-west-1")
-    emails = list(ses_backends[DEFAULT_ACCOUNT_ID][region].sent_messages)
+    emails = [_eml(m) for m in ses_backends[DEFAULT_ACCOUNT_ID][region].sent_messages]
     sms = [
         (mid, number, text)
         for mid, (number, text) in sns_backends[DEFAULT_ACCOUNT_ID][region].sms_messages.items()
     ]
     return emails, sms
+
+
+def _eml(message: Any) -> str:
+    """One SES message as the text of an .eml file."""
+    msg = EmailMessage()
+    msg["From"] = message.source
+    msg["To"] = ", ".join(message.destinations.get("ToAddresses", []))
+    msg["Subject"] = message.subject
+    msg.set_content(message.body)
+    return msg.as_string()

@@ -13,7 +13,6 @@ import json
 from collections import defaultdict
 from datetime import date
 from decimal import Decimal
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -180,13 +179,8 @@ def write_report(result: DemoResult, summary: PortfolioSummary, out: Path) -> Pa
     out.mkdir(parents=True, exist_ok=True)
     mail_dir = out / "emails"
     mail_dir.mkdir(exist_ok=True)
-    for n, message in enumerate(result.emails):
-        msg = EmailMessage()
-        msg["From"] = message.source
-        msg["To"] = ", ".join(message.destinations.get("ToAddresses", []))
-        msg["Subject"] = message.subject
-        msg.set_content(message.body)
-        (mail_dir / f"{n:05d}.eml").write_text(msg.as_string(), encoding="utf-8")
+    for n, eml in enumerate(result.emails):
+        (mail_dir / f"{n:05d}.eml").write_text(eml, encoding="utf-8")
     (out / "sms.txt").write_text(
         "".join(f"{number}\t{text}\n" for _, number, text in result.sms), encoding="utf-8"
     )
