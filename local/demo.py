@@ -114,7 +114,7 @@ class Customer:
 
 @dataclass
 class DemoConfig:
-    accounts: int = 2000
+    accounts: int = 1500
     days: int = 120
     seed: int = 7
     out: Path | None = Path("report")
