@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dunning import clock
+from dunning import aws, clock
 from dunning.model import ExclusionList
 from dunning.store.config import ConfigStore, ExclusionSnapshot
 from local.cloud import LocalCloud
@@ -182,8 +182,8 @@ def test_a_list_saved_while_an_account_is_created_still_applies(
     original = ConfigStore.exclusion_snapshot
     raced: list[int] = []
 
-    def racing(self: ConfigStore) -> ExclusionSnapshot:
-        snapshot = original(self)
+    def racing(self: ConfigStore, *, reuse: bool = False) -> ExclusionSnapshot:
+        snapshot = original(self, reuse=reuse)
         if not raced:
             raced.append(1)
             body = ExclusionList(list_id="legal", name="Legal", account_ids=frozenset({"acc-1"}))
@@ -196,6 +196,33 @@ def test_a_list_saved_while_an_account_is_created_still_applies(
     # Then the creation's write was refused once, read the lists again, and applied it
     assert created.status == 201 and raced == [1]
     assert api.ok("GET", "/accounts/acc-1")["excluded_by"] == ["legal"]
+
+
+def test_ingestion_reads_the_lists_once_and_a_list_saved_elsewhere_still_applies(
+    api: Api, stack: LocalCloud
+) -> None:
+    # Given an API container that has ingested an invoice (and so read the lists)
+    api.ok("PUT", "/accounts/acc-1", "billing", account_body())
+    api.ok("PUT", "/accounts/acc-1/invoices/inv-1", "billing", invoice_body("inv-1", 3))
+    # When it ingests the next invoice and records a payment
+    with aws.RequestCounter() as counter:
+        api.ok("PUT", "/accounts/acc-1/invoices/inv-2", "billing", invoice_body("inv-2", 2))
+        api.ok("POST", "/accounts/acc-1/payments", "billing", payment_body("pay-1", "10.00"))
+    # Then each was one consistent read and one transaction: no read of the lists
+    assert counter.counts == {"dynamodb.BatchGetItem": 2, "dynamodb.TransactWriteItems": 2}
+    # When another container saves a list naming an invoice yet to come, unseen by this one
+    elsewhere = ConfigStore(stack.store())
+    body = ExclusionList(list_id="legal", name="Legal", invoice_ids=frozenset({"acc-1/inv-3"}))
+    elsewhere.put_exclusion_list(body, "admin:other", NOW, None)
+    # ... and this container ingests that invoice
+    with aws.RequestCounter() as counter:
+        api.ok("PUT", "/accounts/acc-1/invoices/inv-3", "billing", invoice_body("inv-3", 1))
+    # Then its first write was refused by the lists' guard, it read them again,
+    # and the new invoice is excluded by the new list
+    assert counter.counts["dynamodb.TransactWriteItems"] == 2
+    assert counter.counts["dynamodb.GetItem"] == 1  # the lists' registry
+    [inv3] = [i for i in stack.store().get_view("acc-1").view.invoices if i.invoice_id == "inv-3"]
+    assert inv3.excluded
 
 
 def test_a_reversal_brings_back_an_invoice_a_list_named_while_it_was_paid(

@@ -22,9 +22,11 @@ class CurrentExclusions:
     """A change for `DynamoStore` writes: the account's view in line with the
     stored exclusion lists, plus the guard that the lists did not change.
 
-    The first call for an account may use the snapshot read for an earlier
-    account of the same request; a second call for the same account is a retry
-    after a failed write, which reads the lists again."""
+    The first call for an account may use the last snapshot the configuration
+    store took (for an earlier account of this request, or an earlier request
+    in this container): its guard refuses the write if a list changed since. A
+    second call for the same account is a retry after a failed write, which
+    reads the lists again."""
 
     def __init__(
         self,
@@ -42,7 +44,7 @@ class CurrentExclusions:
 
     def snapshot(self, account_id: str) -> ExclusionSnapshot:
         if self._snapshot is None or account_id in self._seen:
-            self._snapshot = self.config.exclusion_snapshot()
+            self._snapshot = self.config.exclusion_snapshot(reuse=account_id not in self._seen)
         self._seen.add(account_id)
         return self._snapshot
 

@@ -110,6 +110,7 @@ class ConfigStore:
         self._db: Any = store._db
         self.table = store.table
         self._exclusions_cache: tuple[int, tuple[ExclusionList, ...]] | None = None
+        self._last_snapshot: ExclusionSnapshot | None = None
 
     # ------------------------------------------------------------ primitives
 
@@ -486,14 +487,25 @@ class ConfigStore:
             )
         ]
 
-    def exclusion_snapshot(self) -> ExclusionSnapshot:
+    def exclusion_snapshot(self, *, reuse: bool = False) -> ExclusionSnapshot:
         """Every exclusion list, as of now, and a guard for the write that applies
         them: a ConditionCheck on the registry's version, which every list
         change moves. A list saved between this read and that write fails the
         write, which then reads again (`DynamoStore`'s retries).
 
         The lists of a registry version never change, so they are kept in memory
-        per version: a steady state costs one GetItem of the registry."""
+        per version: a fresh snapshot costs one GetItem of the registry. With
+        `reuse`, the last snapshot this store took is returned without a read:
+        its guard still holds the write to the lists it saw, so a list saved
+        since (here or in another container) fails that write, and the retry
+        asks for a fresh one. A steady stream of ingestion then costs no read of
+        the lists at all."""
+        if reuse and self._last_snapshot is not None:
+            return self._last_snapshot
+        self._last_snapshot = snapshot = self._read_exclusion_snapshot()
+        return snapshot
+
+    def _read_exclusion_snapshot(self) -> ExclusionSnapshot:
         item = self._get("CONFIG#exclusions", "CONFIG")
         check: dict[str, Any] = {"TableName": self.table, "Key": dict(EXCLUSION_REGISTRY)}
         if item is None:  # no list saved since the registry exists: the lists index
@@ -518,6 +530,7 @@ class ConfigStore:
     def _registry_update(self, list_id: str, version: int) -> dict[str, Any]:
         """The registry's entry for a saved list, and its version moved on. The
         first time, the lists saved before the registry existed join it too."""
+        self._last_snapshot = None  # this write moves the registry's version
         names = {"#l": f"{_LIST_ATTR}{list_id}"}
         values: dict[str, Any] = {":v": _n(version), ":zero": _n(0), ":one": _n(1)}
         sets = ["#l = :v"]

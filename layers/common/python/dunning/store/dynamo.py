@@ -656,7 +656,12 @@ class DynamoStore:
         """The account and its credit (as `credit`), in one strongly consistent
         BatchGetItem."""
         keys = [account_key(account_id), self._credit_key(account_id)]
-        found = {it[SK]["S"]: it for it in self.batch_get(keys)}
+        return self._view_and_credit(account_id, {it[SK]["S"]: it for it in self.batch_get(keys)})
+
+    def _view_and_credit(
+        self, account_id: str, found: Mapping[str, dict[str, Any]]
+    ) -> tuple[StoredView, list[tuple[str, Decimal]]]:
+        """The account and its credit from read items keyed by sort key."""
         account = found.get("ACCOUNT")
         if account is None:
             raise NotFoundError(f"account {account_id} does not exist")
@@ -754,8 +759,20 @@ class DynamoStore:
         invoices is kept as the account's credit and pays the next invoices."""
         digest = body_hash(payment, exclude={"version", "allocations", "reversed_at"})
         sk = f"PAYMENT#{payment.payment_id}"
+        pk = f"ACCOUNT#{payment.account_id}"
         for _attempt in range(5):
-            existing = self._get(f"ACCOUNT#{payment.account_id}", sk)
+            # One strongly consistent read: the payment (a replay?), the account, its credit.
+            found = {
+                it[SK]["S"]: it
+                for it in self.batch_get(
+                    [
+                        {PK: _s(pk), SK: _s(sk)},
+                        account_key(payment.account_id),
+                        self._credit_key(payment.account_id),
+                    ]
+                )
+            }
+            existing = found.get(sk)
             if existing is not None:
                 if existing["body_hash"]["S"] == digest:
                     return Payment.model_validate_json(existing["body"]["S"])
@@ -763,7 +780,7 @@ class DynamoStore:
                     f"payment {payment.payment_id} exists with a different body",
                     field="payment_id",
                 )
-            stored, credit = self.view_and_credit(payment.account_id)
+            stored, credit = self._view_and_credit(payment.account_id, found)
             self._check_references(stored.view, payment)
             view, recorded = apply_payment(stored.view, payment)
             recorded = recorded.model_copy(update={"version": 1})
