@@ -12,16 +12,27 @@ Used by the tests, the benchmarks and the local run; see docs/decisions.md.
 
 from __future__ import annotations
 
+import bisect
 import copy
 import functools
+import inspect
 import json
+import re
 import string
+import sys
 import threading
 from collections import deque
 from decimal import Decimal
+from io import BytesIO
 from typing import Any
+from urllib.parse import urlsplit
 
+from moto import backend_index, backends
+from moto.core import DEFAULT_ACCOUNT_ID
 from moto.core import responses as moto_responses
+from moto.core.botocore_stubber import BotocoreStubber
+from moto.core.exceptions import HTTPException
+from moto.core.request import PRESERVED_HEADER_NAMES_ENVIRON_KEY, Request
 from moto.core.responses import ActionResult
 from moto.dynamodb.comparisons import ConditionExpressionParser, get_filter_expression
 from moto.dynamodb.exceptions import (
@@ -36,10 +47,11 @@ from moto.dynamodb.exceptions import (
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
 from moto.dynamodb.models.table import Table
-from moto.dynamodb.models.utilities import bytesize
+from moto.dynamodb.models.utilities import bytesize, number_size
 from moto.dynamodb.parsing import ast_nodes
 from moto.dynamodb.parsing.expressions import UpdateExpressionParser
 from moto.dynamodb.responses import DynamoResult
+from moto.moto_api import recorder
 from moto.moto_api._internal.moto_random import MotoRandom
 from moto.sqs import models as sqs_models
 
@@ -248,7 +260,7 @@ def _query(self: Table, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
             partition = sorted(found.values(), key=lambda x: x.range_key.cast_value)
         else:
             partition = [found]
-        return _with_candidates(self, partition, hash_key, *args, **kwargs)
+        return _over(self, partition, _original["query"], hash_key, *args, **kwargs)
     gsi = next((i for i in self.global_indexes or [] if i.name == index_name), None)
     if gsi is None:
         return _original["query"](self, hash_key, *args, **kwargs)
@@ -258,16 +270,36 @@ def _query(self: Table, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
     if value is None:
         return _original["query"](self, hash_key, *args, **kwargs)
     bucket = _buckets(self)[attr].get((value.type, str(value.value)), {})
-    return _with_candidates(self, list(bucket.values()), hash_key, *args, **kwargs)
+    return _over(self, list(bucket.values()), _original["query"], hash_key, *args, **kwargs)
 
 
-def _with_candidates(
-    table: Table, candidates: list[Item], hash_key: Any, *args: Any, **kwargs: Any
-) -> Any:
-    """moto's own query, over these items instead of the whole table."""
+_SCAN_SIGNATURE = inspect.signature(Table.scan)
+
+
+def _scan(self: Table, *args: Any, **kwargs: Any) -> Any:
+    """moto's scan. A page after the first (no index, no segments) starts at its
+    exclusive start key, found by bisection, instead of walking past every
+    earlier item: moto's own loop then skips nothing."""
+    bound = _SCAN_SIGNATURE.bind(self, *args, **kwargs)
+    bound.apply_defaults()
+    start = bound.arguments["exclusive_start_key"]
+    if not start or bound.arguments["index_name"] or bound.arguments["segments"] != (None, None):
+        return _original["scan"](self, *args, **kwargs)
+    items = _all_items(self)
+    hash_value = DynamoType(start[self.hash_key_attr]).cast_value
+    if self.range_key_attr:
+        key: Any = (hash_value, DynamoType(start[self.range_key_attr]).cast_value)
+    else:
+        key = hash_value
+    position = bisect.bisect_right(items, key, key=_table_order)
+    return _over(self, items[position:], _original["scan"], *args, **kwargs)
+
+
+def _over(table: Table, candidates: list[Item], method: Any, *args: Any, **kwargs: Any) -> Any:
+    """A moto table method run over these items instead of the whole table."""
     _override.items = candidates
     try:
-        return _original["query"](table, hash_key, *args, **kwargs)
+        return method(table, *args, **kwargs)
     finally:
         _override.items = None
 
@@ -389,9 +421,23 @@ def _size(self: DynamoType) -> int:
     if kind == "S":
         return bytesize(self.value)
     if kind == "N":
-        return len(str(self.value))
+        return number_size(str(self.value))
     size: int = _original["size"](self)
     return size
+
+
+def _item_size(self: Item) -> int:
+    """moto's `Item.size` (names plus values), with `_size` inlined."""
+    total = 0
+    for key, value in self.attrs.items():
+        kind = value.type
+        if kind == "S":
+            total += len(key.encode("utf-8")) + len(value.value.encode("utf-8"))
+        elif kind == "N":
+            total += len(key.encode("utf-8")) + number_size(str(value.value))
+        else:
+            total += len(key.encode("utf-8")) + value.size()
+    return total
 
 
 def _item_init(
@@ -449,6 +495,158 @@ def _lex_condition(self: ConditionExpressionParser) -> deque[Any]:
     return deque(token._replace(children=[]) for token in tokens)
 
 
+# moto validates an UpdateExpression with ten processors, each walking the
+# whole tree; per node, each asks `isinstance` against ABCs and rebuilds its map
+# of node types. The walk below is moto's (children first, the same hook, the
+# first matching type of the map processes the node), with those answers kept
+# per node type.
+_is_node: dict[type, bool] = {}
+_processor_index: dict[tuple[type, type], int] = {}
+
+
+def _traverse_node_recursively(self: Any, node: Any, child_id: int = -1) -> Any:
+    kind = type(node)
+    is_node = _is_node.get(kind)
+    if is_node is None:
+        is_node = _is_node[kind] = isinstance(node, ast_nodes.Node)
+    if not is_node:
+        return node
+    parent_node = node.parent
+    children = node.children
+    if children is not None:
+        for i, child_node in enumerate(children):
+            self.pre_processing_of_child(node, i)
+            self.traverse_node_recursively(child_node, i)
+    key = (type(self), kind)
+    index = _processor_index.get(key)
+    if index is None:
+        index = next((n for n, k in enumerate(self._processing_map()) if isinstance(node, k)), -1)
+        _processor_index[key] = index
+    if index >= 0:
+        node = list(self._processing_map().values())[index](node)
+        node.parent = parent_node
+        if parent_node:
+            parent_node.children[child_id] = node
+    return node
+
+
+# --------------------------------------------------------------- requests
+# moto turns each botocore request into a werkzeug request through werkzeug's
+# test EnvironBuilder, walks every service's URL patterns to find its handler,
+# and parses JSON bodies shape by shape. Our requests are POSTs to "/" with a
+# body (JSON for DynamoDB, SQS and Secrets Manager; a form for SES and SNS):
+# for those, the WSGI environ is built directly (as EnvironBuilder builds it),
+# the handler is looked up once per URL, and a JSON body without binary values
+# is read with json.loads (what moto's parser returns for such a body).
+# Anything else takes moto's own path.
+
+
+def _from_primitives(
+    cls: type[Request], method: str, url: str, headers: Any, body: Any = None
+) -> Request:
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    parts = urlsplit(url)
+    if not isinstance(body, bytes) or not body or parts.path != "/" or parts.query:
+        return _original["from_primitives"].__func__(cls, method, url, headers, body)  # type: ignore[no-any-return]
+    host = parts.netloc
+    name, _, port = host.partition(":")
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": method,
+        "SCRIPT_NAME": "",
+        "PATH_INFO": "/",
+        "QUERY_STRING": "",
+        "REQUEST_URI": "/",
+        "RAW_URI": "/",
+        "SERVER_NAME": name,
+        "SERVER_PORT": port or ("443" if parts.scheme == "https" else "80"),
+        "HTTP_HOST": host,
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": parts.scheme,
+        "wsgi.input": BytesIO(body),
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+    }
+    http: dict[str, str] = {}
+    preserved: dict[str, str] = {}
+    for key, raw in headers.items():
+        value = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        upper = key.upper().replace("-", "_")
+        if upper == "CONTENT_TYPE":
+            environ["CONTENT_TYPE"] = value
+        elif upper not in ("CONTENT_LENGTH", "TRANSFER_ENCODING"):
+            wsgi_key = f"HTTP_{upper}"
+            previous = http.get(wsgi_key)
+            http[wsgi_key] = value if previous is None else f"{previous}, {value}"
+            if "_" in key and key.lower().startswith("x-amz-meta-"):
+                preserved[wsgi_key] = key
+    environ["CONTENT_LENGTH"] = str(len(body))
+    environ.update(http)
+    request = cls(environ)
+    environ[PRESERVED_HEADER_NAMES_ENVIRON_KEY] = preserved
+    return request
+
+
+_handlers: dict[str, Any] = {}
+
+
+def _handler_for(url: str) -> Any:
+    """The handler moto's stubber would call for a URL (its own lookup)."""
+    for service, pattern in backend_index.backend_url_patterns:
+        if pattern.match(url):
+            accounts = backends.get_backend(service)[DEFAULT_ACCOUNT_ID]  # type: ignore[call-overload]
+            backend = accounts["us-east-1"] if "us-east-1" in accounts else accounts["aws"]
+            for pattern_url, method in backend.urls.items():
+                if re.compile(pattern_url).match(url):
+                    return method
+            return None
+    return None
+
+
+def _process_request(self: BotocoreStubber, request: Any) -> Any:
+    url = request.url
+    parts = urlsplit(url)
+    if parts.path != "/" or parts.query or not parts.netloc.endswith(".amazonaws.com"):
+        return _original["process_request"](self, request)
+    handler = _handlers.get(url)
+    if handler is None:
+        handler = _handler_for(url)
+        if handler is None:
+            return _original["process_request"](self, request)
+        _handlers[url] = handler
+    normalized = Request.from_primitives(request.method, url, request.headers, request.body)
+    try:
+        recorder._record_request(normalized)
+        return handler(normalized, url, normalized.headers)
+    except HTTPException as e:
+        return e.code, e.get_headers(), e.get_body()
+
+
+def _get_action(self: Any) -> str:
+    """moto's action name for this response's request, worked out once (each
+    request gets its own response object; moto asks three times)."""
+    action: str | None = self.__dict__.get("_dunning_action")
+    if action is None:
+        action = self.__dict__["_dunning_action"] = _original["get_action"](self)
+    return action
+
+
+_JSON_BODIES = {"dynamodb": (b'"B"', b'"BS"'), "sqs": (b"Binary",), "secretsmanager": (b"Binary",)}
+
+
+def _parse_parameters(self: Any, request: Request) -> None:
+    binary = _JSON_BODIES.get(self.boto3_service_name)
+    if binary is not None:
+        body = request.get_data()
+        if body[:1] == b"{" and not any(marker in body for marker in binary):
+            self.params = json.loads(body)
+            return
+    _original["parse_parameters"](self, request)
+
+
 def install() -> None:
     """Replace moto's transaction rollback with the item-level one, give its
     secondary-index queries a partition map, and cache its per-request work
@@ -470,6 +668,13 @@ def install() -> None:
         cast_value=DynamoType.cast_value.fget,  # type: ignore[attr-defined]
         size=DynamoType.size,
         lex=ConditionExpressionParser._lex_condition_expression,
+        from_primitives=Request.__dict__["from_primitives"],
+        process_request=BotocoreStubber.process_request,
+        parse_parameters=moto_responses.BaseResponse.parse_parameters,
+        traverse=ast_nodes.DepthFirstTraverser.traverse_node_recursively,
+        get_action=moto_responses.BaseResponse._get_action,
+        item_size=Item.size,
+        scan=Table.scan,
     )
     Table.put_item = _put  # type: ignore[method-assign]
     Table.delete_item = _delete  # type: ignore[method-assign]
@@ -489,3 +694,10 @@ def install() -> None:
     sqs_models.camelcase_to_underscores = _snake
     MotoRandom.get_random_string = _random_string  # type: ignore[method-assign]
     ConditionExpressionParser._lex_condition_expression = _lex_condition  # type: ignore[method-assign]
+    Request.from_primitives = classmethod(_from_primitives)  # type: ignore[assignment,method-assign]
+    BotocoreStubber.process_request = _process_request  # type: ignore[method-assign]
+    moto_responses.BaseResponse.parse_parameters = _parse_parameters  # type: ignore[method-assign]
+    ast_nodes.DepthFirstTraverser.traverse_node_recursively = _traverse_node_recursively  # type: ignore[method-assign]
+    moto_responses.BaseResponse._get_action = _get_action  # type: ignore[method-assign]
+    Item.size = _item_size  # type: ignore[method-assign]
+    Table.scan = _scan  # type: ignore[method-assign]

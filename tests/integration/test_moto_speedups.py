@@ -1,0 +1,122 @@
+"""The emulator's request fast path builds what moto's own path builds."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from botocore.awsrequest import HTTPHeaders
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from moto.core.request import Request
+from moto.dynamodb.models.dynamo_type import DynamoType, Item
+from moto.dynamodb.models.table import Table
+
+from dunning import aws
+from local import moto_speedups
+
+URL = "https://dynamodb.eu-west-1.amazonaws.com/"
+
+
+def headers(content_type: str, body: bytes) -> HTTPHeaders:
+    h = HTTPHeaders()
+    h["X-Amz-Target"] = "DynamoDB_20120810.GetItem"
+    h["Content-Type"] = content_type
+    h["User-Agent"] = b"Boto3/1.0 md/Botocore#1.0"  # type: ignore[assignment]
+    h["Authorization"] = "AWS4-HMAC-SHA256 Credential=local/20261206/eu-west-1/dynamodb/aws4"
+    h["Content-Length"] = str(len(body))
+    h["amz-sdk-request"] = "attempt=1"
+    return h
+
+
+def comparable(request: Request) -> dict[str, Any]:
+    data = request.get_data()  # reads (and keeps) the body
+    environ = {
+        k: v
+        for k, v in request.environ.items()
+        if k not in ("wsgi.input", "wsgi.errors", "werkzeug.request")
+    }
+    return {"environ": environ, "data": data, "url": request.url}
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("application/x-amz-json-1.0", json.dumps({"TableName": "t", "Key": {}}).encode()),
+        ("application/x-www-form-urlencoded; charset=utf-8", b"Action=Publish&Message=hi"),
+    ],
+)
+def test_the_fast_environ_is_the_one_werkzeug_builds(content_type: str, body: bytes) -> None:
+    moto_speedups.install()
+    original = moto_speedups._original["from_primitives"].__func__
+    ours = Request.from_primitives("POST", URL, headers(content_type, body), body)
+    theirs = original(Request, "POST", URL, headers(content_type, body), body)
+    assert comparable(ours) == comparable(theirs)
+    assert ours.form == theirs.form
+    assert list(ours.headers.items()) == list(theirs.headers.items())
+
+
+_scalars = st.one_of(
+    st.text(max_size=20).map(lambda s: {"S": s}),
+    st.decimals(allow_nan=False, allow_infinity=False, places=4).map(lambda d: {"N": str(d)}),
+    st.booleans().map(lambda b: {"BOOL": b}),
+    st.sets(st.text(min_size=1, max_size=5), min_size=1, max_size=3).map(
+        lambda s: {"SS": sorted(s)}
+    ),
+)
+_values: st.SearchStrategy[dict[str, Any]] = st.deferred(
+    lambda: st.one_of(
+        _scalars,
+        st.lists(_values, max_size=3).map(lambda v: {"L": v}),
+        st.dictionaries(st.text(min_size=1, max_size=5), _values, max_size=3).map(
+            lambda v: {"M": v}
+        ),
+    )
+)
+
+
+@given(st.dictionaries(st.text(min_size=1, max_size=10), _values, min_size=1, max_size=8))
+@settings(max_examples=200, deadline=None)
+def test_item_sizes_are_the_ones_moto_computes(attrs: dict[str, Any]) -> None:
+    moto_speedups.install()
+    item = Item(DynamoType({"S": "pk"}), None, {"PK": {"S": "pk"}, **attrs})
+    assert item.size() == moto_speedups._original["item_size"](item)
+    for value in item.attrs.values():
+        assert value.size() == moto_speedups._original["size"](value)
+
+
+def _scan_pages(ddb: Any, limit: int) -> list[list[tuple[str, str]]]:
+    pages, kwargs = [], {"TableName": "t", "Limit": limit}
+    while True:
+        out = ddb.scan(**kwargs)
+        pages.append([(it["PK"]["S"], it["SK"]["S"]) for it in out["Items"]])
+        if "LastEvaluatedKey" not in out:
+            return pages
+        kwargs["ExclusiveStartKey"] = out["LastEvaluatedKey"]
+
+
+def test_scan_pages_are_the_ones_moto_returns(
+    aws_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    moto_speedups.install()
+    ddb = aws.dynamodb()
+    ddb.create_table(
+        TableName="t",
+        KeySchema=[
+            {"AttributeName": "PK", "KeyType": "HASH"},
+            {"AttributeName": "SK", "KeyType": "RANGE"},
+        ],
+        AttributeDefinitions=[
+            {"AttributeName": "PK", "AttributeType": "S"},
+            {"AttributeName": "SK", "AttributeType": "S"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    for n in range(60):
+        ddb.put_item(TableName="t", Item={"PK": {"S": f"A#{n % 13}"}, "SK": {"S": f"X#{n:03d}"}})
+    ours = _scan_pages(ddb, 7)
+    monkeypatch.setattr(Table, "scan", moto_speedups._original["scan"])
+    theirs = _scan_pages(ddb, 7)
+    assert ours == theirs
+    assert len(ours) > 5 and sum(len(p) for p in ours) == 60
