@@ -174,8 +174,10 @@ class World:
     def __init__(self, cfg: DemoConfig, stack: LocalCloud, part: int = 0, parts: int = 1) -> None:
         self.cfg = cfg
         self.stack = stack
-        # This world plays customers i with i % parts == part; the one-off stories
-        # (exclusion list, bounced cheque, fraud review) belong to part 0.
+        # This world plays its share of the customers: of each behaviour, every
+        # `parts`-th one drawn (so each part gets the same mix, and about the same
+        # work); the one-off stories (exclusion list, bounced cheque, fraud
+        # review) belong to part 0.
         self.part = part
         self.parts = parts
         self.api = ApiClient(stack.functions["api"])
@@ -223,6 +225,7 @@ class World:
 
     def create_customers(self) -> None:
         segments = ("consumer", "consumer", "consumer", "business", "vip")
+        drawn: Counter[Behaviour] = Counter()
         for i in range(self.cfg.accounts):
             zone = ZONES[self.rng.randrange(len(ZONES))]
             currency = ZONE_CURRENCY[zone]
@@ -243,7 +246,8 @@ class World:
                 amount=amount,
                 late_days=self.rng.randint(5, 45),
             )
-            if i % self.parts != self.part:
+            drawn[behaviour] += 1
+            if (drawn[behaviour] - 1) % self.parts != self.part:
                 continue  # drawn all the same: a customer is the same in every split
             self.customers[customer.account_id] = customer
             self.call(
