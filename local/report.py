@@ -22,16 +22,7 @@ from local.demo import DemoResult
 SAMPLE_TIMELINES = 3
 
 
-_events_seen: tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]] | None = None
-
-
 def _events_by_account(items: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """The audit events of these items per account, in order: parsed once per
-    items list (the summary and the timelines each ask, and a demo holds tens
-    of thousands of events)."""
-    global _events_seen  # noqa: PLW0603 (a one-entry cache for the one report)
-    if _events_seen is not None and _events_seen[0] is items:
-        return _events_seen[1]
     events: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for item in items:
         if item.get("type", {}).get("S") == "event":
@@ -39,14 +30,12 @@ def _events_by_account(items: list[dict[str, Any]]) -> dict[str, list[dict[str, 
             events[body["account_id"]].append({"sk": item["SK"]["S"], **body})
     for rows in events.values():
         rows.sort(key=lambda e: e["sk"])
-    _events_seen = (items, events)
     return events
 
 
-def sample_accounts(result: DemoResult) -> list[str]:
+def sample_accounts(result: DemoResult, events: dict[str, list[dict[str, Any]]]) -> list[str]:
     """Accounts whose timelines tell the demo's stories: a broken promise, the
     bounced cheque, the fraud review (whichever exist)."""
-    events = _events_by_account(result.items)
     chosen: list[str] = []
     broken = next(
         (a for a, rows in events.items() if any(e["kind"] == "promise_broken" for e in rows)),
@@ -63,8 +52,7 @@ def sample_accounts(result: DemoResult) -> list[str]:
     return chosen[:SAMPLE_TIMELINES]
 
 
-def timeline_lines(result: DemoResult, account_id: str, limit: int = 25) -> list[str]:
-    rows = _events_by_account(result.items).get(account_id, [])
+def timeline_lines(rows: list[dict[str, Any]], limit: int = 25) -> list[str]:
     lines = []
     for e in rows[:limit]:
         data = e.get("data") or {}
@@ -80,7 +68,18 @@ def timeline_lines(result: DemoResult, account_id: str, limit: int = 25) -> list
     return lines
 
 
-def print_summary(result: DemoResult, summary: PortfolioSummary) -> None:
+def sample_timelines(result: DemoResult) -> dict[str, list[str]]:
+    """The sample accounts' timelines (up to 25 lines each), from one pass over
+    the audit events (a demo holds tens of thousands)."""
+    events = _events_by_account(result.items)
+    return {a: timeline_lines(events.get(a, [])) for a in sample_accounts(result, events)}
+
+
+def print_summary(
+    result: DemoResult,
+    summary: PortfolioSummary,
+    timelines: dict[str, list[str]] | None = None,
+) -> None:
     cfg = result.config
     print()
     print(
@@ -125,9 +124,9 @@ def print_summary(result: DemoResult, summary: PortfolioSummary) -> None:
         "excluded account": result.excluded,
     }
     print("Stories: " + ", ".join(f"{k} {v}" for k, v in stories.items() if v))
-    for account in sample_accounts(result):
+    for account, lines in (timelines or sample_timelines(result)).items():
         print(f"\nTimeline of {account}")
-        for line in timeline_lines(result, account, 18):
+        for line in lines[:18]:
             print(f"  {line}")
 
 
@@ -185,7 +184,12 @@ def _charts(result: DemoResult, out: Path) -> list[str]:
     return names
 
 
-def write_report(result: DemoResult, summary: PortfolioSummary, out: Path) -> Path:
+def write_report(
+    result: DemoResult,
+    summary: PortfolioSummary,
+    out: Path,
+    timelines: dict[str, list[str]] | None = None,
+) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     mail_dir = out / "emails"
     mail_dir.mkdir(exist_ok=True)
@@ -205,10 +209,9 @@ def write_report(result: DemoResult, summary: PortfolioSummary, out: Path) -> Pa
     (out / "cases.csv").write_text(cases_csv(result.items), encoding="utf-8")
     (out / "summary.json").write_text(summary.model_dump_json(indent=2), encoding="utf-8")
     charts = _charts(result, out)
-    timelines = "".join(
-        f"<h3>{html.escape(a)}</h3>"
-        f"<pre>{html.escape(chr(10).join(timeline_lines(result, a)))}</pre>"
-        for a in sample_accounts(result)
+    timelines_html = "".join(
+        f"<h3>{html.escape(a)}</h3><pre>{html.escape(chr(10).join(lines))}</pre>"
+        for a, lines in (timelines or sample_timelines(result)).items()
     )
     rows = "".join(
         f"<tr><td>{html.escape(c.status)}</td><td>{c.level}</td><td>{c.count}</td></tr>"
@@ -241,7 +244,7 @@ Exports: <a href="cases.csv">cases.csv</a>, <a href="actions.csv">actions.csv</a
 <table><tr><th>status</th><th>level</th><th>cases</th></tr>{rows}</table>
 <h2>Money</h2><table><tr><th>currency</th><th>outstanding</th><th>recovered</th></tr>{money}</table>
 <h2>Actions</h2><table><tr><th>channel</th><th>outcome</th><th>count</th></tr>{actions}</table>
-<h2>Timelines</h2>{timelines}
+<h2>Timelines</h2>{timelines_html}
 </body></html>
 """
     index = out / "index.html"
@@ -251,8 +254,9 @@ Exports: <a href="cases.csv">cases.csv</a>, <a href="actions.csv">actions.csv</a
 
 def report(result: DemoResult) -> PortfolioSummary:
     summary = summarize(result.items, result.end)
-    print_summary(result, summary)
+    timelines = sample_timelines(result)
+    print_summary(result, summary, timelines)
     if result.config.out is not None:
-        index = write_report(result, summary, result.config.out)
+        index = write_report(result, summary, result.config.out, timelines)
         print(f"\nReport: {index}")
     return summary
