@@ -286,9 +286,9 @@ NEXT_CASES = [
     pytest.param(below_threshold, None, id="below-threshold-none"),
     pytest.param(not_covered, None, id="not-covered-none"),
     pytest.param(excluded, None, id="excluded-none"),
-    # Saturday 2026-01-10 -> Monday 2026-01-12 08:00 CET.
-    pytest.param(deferred_to_monday, datetime(2026, 1, 12, 7, tzinfo=UTC),
-                 id="deferred-action-not-before"),
+    # The email waits for Monday 08:00 CET in the outbox; the account itself
+    # next changes on the second level's day.
+    pytest.param(deferred_to_monday, DAY_30, id="deferred-action-leaves-it-to-the-outbox"),
     pytest.param(recovered, None, id="recovered-none"),
     pytest.param(last_level, None, id="last-level-none"),
     pytest.param(awaiting_approval, None, id="awaiting-approval-none"),

@@ -1017,6 +1017,9 @@ def _action(
         "not_before": not_before.isoformat(),
     }
     if not_before > run.now:
+        # The outbox releases it at `not_before` (the worker's outbox sweep) and
+        # delivery re-checks it then: nothing here changes at that instant, so
+        # the account is not woken for it.
         data["deferred"] = True
         reasons.append(
             Reason(
@@ -1025,8 +1028,6 @@ def _action(
                 "(calendar: sending days and hours, contact caps)",
             )
         )
-        if not spec.requires_approval:
-            run.wake(not_before)
     run.event(EventKind.ACTION_SCHEDULED, case_id, action_id, data)
     return action
 
