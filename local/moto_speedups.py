@@ -34,6 +34,7 @@ from moto.core.botocore_stubber import BotocoreStubber
 from moto.core.exceptions import HTTPException
 from moto.core.request import PRESERVED_HEADER_NAMES_ENVIRON_KEY, Request
 from moto.core.responses import ActionResult
+from moto.core.utils import unix_time
 from moto.dynamodb.comparisons import ConditionExpressionParser, get_filter_expression
 from moto.dynamodb.exceptions import (
     ConditionalCheckFailed,
@@ -54,6 +55,8 @@ from moto.dynamodb.responses import DynamoResult
 from moto.moto_api import recorder
 from moto.moto_api._internal.moto_random import MotoRandom
 from moto.sqs import models as sqs_models
+
+from local import signing
 
 
 def _transact_write_items(self: DynamoDBBackend, transact_items: list[dict[str, Any]]) -> None:
@@ -470,6 +473,19 @@ def _random_string(
     return drawn.lower() if lower_case else drawn
 
 
+def _receipt_handle() -> str:
+    """moto's SQS receipt handle (185 lower-case letters), drawn in one call."""
+    return "".join(sqs_models.random.choices(string.ascii_lowercase, k=185))
+
+
+def _within_retention(self: sqs_models.SQSBackend, queue_name: str, message: Any) -> bool:
+    """moto's check, reading the queue's retention period directly: moto asks
+    `get_queue_attributes`, which computes every attribute of the queue
+    (message counts included) for each message received."""
+    retention_period = self.get_queue(queue_name).message_retention_period
+    return bool(retention_period + message.sent_timestamp / 1000 > unix_time())
+
+
 _lexed: dict[str, tuple[Any, ...]] = {}
 
 
@@ -641,8 +657,9 @@ def _parse_parameters(self: Any, request: Request) -> None:
 def install() -> None:
     """Replace moto's transaction rollback with the item-level one, give its
     secondary-index queries a partition map, and cache its per-request work
-    (idempotent)."""
+    (idempotent). Also installs the cached SigV4 signer (`local.signing`)."""
     DynamoDBBackend.transact_write_items = _transact_write_items  # type: ignore[method-assign]
+    signing.install()
     if _original:
         return
     _original.update(
@@ -666,6 +683,7 @@ def install() -> None:
         get_action=moto_responses.BaseResponse._get_action,
         item_size=Item.size,
         scan=Table.scan,
+        within_retention=sqs_models.SQSBackend.is_message_valid_based_on_retention_period,
     )
     Table.put_item = _put  # type: ignore[method-assign]
     Table.delete_item = _delete  # type: ignore[method-assign]
@@ -684,6 +702,8 @@ def install() -> None:
     ast_nodes.Node.__deepcopy__ = _node_deepcopy  # type: ignore[attr-defined]
     sqs_models.camelcase_to_underscores = _snake
     MotoRandom.get_random_string = _random_string  # type: ignore[method-assign]
+    sqs_models.generate_receipt_handle = _receipt_handle  # type: ignore[attr-defined]
+    sqs_models.SQSBackend.is_message_valid_based_on_retention_period = _within_retention  # type: ignore[method-assign]
     ConditionExpressionParser._lex_condition_expression = _lex_condition  # type: ignore[method-assign]
     Request.from_primitives = classmethod(_from_primitives)  # type: ignore[assignment,method-assign]
     BotocoreStubber.process_request = _process_request  # type: ignore[method-assign]

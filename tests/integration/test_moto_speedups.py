@@ -5,13 +5,18 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import boto3
 import pytest
 from botocore.awsrequest import HTTPHeaders
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from moto import mock_aws
+from moto.core import DEFAULT_ACCOUNT_ID
 from moto.core.request import Request
+from moto.core.utils import unix_time_millis
 from moto.dynamodb.models.dynamo_type import DynamoType, Item
 from moto.dynamodb.models.table import Table
+from moto.sqs.models import sqs_backends
 
 from dunning import aws
 from local import moto_speedups
@@ -120,3 +125,23 @@ def test_scan_pages_are_the_ones_moto_returns(
     theirs = _scan_pages(ddb, 7)
     assert ours == theirs
     assert len(ours) > 5 and sum(len(p) for p in ours) == 60
+
+
+@pytest.mark.parametrize("age_s", [0, 59, 61, 3600])
+def test_the_retention_check_answers_as_moto_does(age_s: int) -> None:
+    # Given a queue that keeps messages 60 seconds and a message sent `age_s` ago
+    moto_speedups.install()
+    with mock_aws():
+        sqs = boto3.client("sqs", region_name="eu-west-1")
+        url = sqs.create_queue(QueueName="q", Attributes={"MessageRetentionPeriod": "60"})[
+            "QueueUrl"
+        ]
+        sqs.send_message(QueueUrl=url, MessageBody="x")
+        backend = sqs_backends[DEFAULT_ACCOUNT_ID]["eu-west-1"]
+        (message,) = backend.get_queue("q")._messages
+        message.sent_timestamp = int(unix_time_millis()) - age_s * 1000
+        # Then the fast check and moto's own give the same answer
+        original = moto_speedups._original["within_retention"]
+        expected = original(backend, "q", message)
+        assert backend.is_message_valid_based_on_retention_period("q", message) is expected
+        assert expected is (age_s < 60)
