@@ -215,8 +215,20 @@ def _delete(self: Table, hash_value: Any, range_value: Any = None) -> Item | Non
 
 
 def _update(self: DynamoDBBackend, table_name: str, *args: Any, **kwargs: Any) -> Item:
+    table = self.get_table(table_name)
+    try:
+        key = args[0] if args else kwargs["key"]
+        stored = table.get_item(
+            DynamoType(key[table.hash_key_attr]),
+            DynamoType(key[table.range_key_attr]) if table.range_key_attr else None,
+        )
+    except Exception:  # a malformed key: moto's own call below answers it
+        stored = None
+    if stored is not None:
+        stored.__dict__.pop("_dunning_size", None)  # changed in place (`_item_size`)
     item: Item = _original["update_item"](self, table_name, *args, **kwargs)
-    _reindex(self.get_table(table_name), _key(item), item)
+    item.__dict__.pop("_dunning_size", None)
+    _reindex(table, _key(item), item)
     return item
 
 
@@ -430,8 +442,15 @@ def _size(self: DynamoType) -> int:
 
 
 def _item_size(self: Item) -> int:
-    """moto's `Item.size` (names plus values), over `_size` directly."""
-    return sum(bytesize(key) + _size(value) for key, value in self.attrs.items())
+    """moto's `Item.size` (names plus values), over `_size` directly, kept on the
+    item: a query asks the size of every item it returns, for its 1 MB pages.
+    Items change in place only in UpdateItem (`_update` drops the size); a
+    put makes a new item, whose size `_item_init` has just computed."""
+    size: int | None = self.__dict__.get("_dunning_size")
+    if size is None:
+        size = sum(bytesize(key) + _size(value) for key, value in self.attrs.items())
+        self._dunning_size = size  # type: ignore[attr-defined]
+    return size
 
 
 def _item_init(
@@ -448,6 +467,7 @@ def _item_init(
     if total > 405000:  # moto's limit (LimitedSizeDict)
         raise ItemSizeTooLarge
     self.attrs = built
+    self._dunning_size = total  # type: ignore[attr-defined]
 
 
 def _node_deepcopy(self: Any, memo: dict[int, Any]) -> Any:

@@ -14,6 +14,7 @@ from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.core.request import Request
 from moto.core.utils import unix_time_millis
+from moto.dynamodb.models import dynamodb_backends
 from moto.dynamodb.models.dynamo_type import DynamoType, Item
 from moto.dynamodb.models.table import Table
 from moto.sqs.models import sqs_backends
@@ -145,3 +146,53 @@ def test_the_retention_check_answers_as_moto_does(age_s: int) -> None:
         expected = original(backend, "q", message)
         assert backend.is_message_valid_based_on_retention_period("q", message) is expected
         assert expected is (age_s < 60)
+
+
+def test_an_items_kept_size_follows_its_updates() -> None:
+    # Given an item whose size has been asked (and kept)
+    moto_speedups.install()
+    with mock_aws():
+        ddb = boto3.client("dynamodb", region_name="eu-west-1")
+        ddb.create_table(
+            TableName="t",
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[{"AttributeName": "PK", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "PK", "KeyType": "HASH"}],
+        )
+        key = {"PK": {"S": "a"}}
+        ddb.put_item(TableName="t", Item={**key, "m": {"M": {"x": {"S": "1"}}}, "n": {"N": "1"}})
+        table = dynamodb_backends[DEFAULT_ACCOUNT_ID]["eu-west-1"].get_table("t")
+
+        def item() -> Item:
+            found = table.get_item(DynamoType(key["PK"]))
+            assert found is not None
+            return found
+
+        updates = [
+            ("SET s = :v", {":v": {"S": "é" * 300}}),
+            ("SET m.x = :v", {":v": {"S": "a much longer nested value"}}),
+            ("ADD n :v", {":v": {"N": "123456789"}}),
+            ("REMOVE s", None),
+        ]
+        for expression, values in updates:
+            item().size()  # kept
+            # When it changes in place, by UpdateItem or inside a transaction
+            update: dict[str, Any] = {"TableName": "t", "Key": key, "UpdateExpression": expression}
+            if values:
+                update["ExpressionAttributeValues"] = values
+            ddb.update_item(**update)
+            # Then the size it answers is the one moto computes from its attributes
+            assert item().size() == moto_speedups._original["item_size"](item())
+            ddb.transact_write_items(
+                TransactItems=[
+                    {
+                        "Update": {
+                            "TableName": "t",
+                            "Key": key,
+                            "UpdateExpression": "SET t = :t",
+                            "ExpressionAttributeValues": {":t": {"S": expression}},
+                        }
+                    }
+                ]
+            )
+            assert item().size() == moto_speedups._original["item_size"](item())
