@@ -522,6 +522,47 @@ def _lex_condition(self: ConditionExpressionParser) -> deque[Any]:
     return deque(token._replace(children=[]) for token in tokens)
 
 
+# moto parses a condition expression into a tree of operators on every use, up
+# to three times per transaction item (the request's validation, the
+# transaction's check, the put's own). The tree depends only on the expression,
+# its names and its values, and nothing in it changes when it is evaluated: a
+# parse is kept per (expression, names, values), with the names and values it
+# found, which moto's callers read to refuse unused ones. Errors are not kept.
+_parsed: dict[tuple[Any, ...], tuple[Any, list[str], list[str]]] = {}
+
+
+def _parse_condition(self: ConditionExpressionParser) -> Any:
+    expression = self.condition_expression
+    if not expression:
+        return _original["parse_condition"](self)
+    names = self.expression_attribute_names
+    values = self.expression_attribute_values
+    try:
+        key = (
+            expression,
+            tuple(sorted(names.items())) if names else None,
+            json.dumps(values, sort_keys=True) if values else None,
+        )
+    except (TypeError, ValueError):  # values that are not plain JSON: moto's path
+        return _original["parse_condition"](self)
+    kept = _parsed.get(key)
+    if kept is None:
+        names_before = len(self.expr_attr_names_found)
+        values_before = len(self.expr_attr_values_found)
+        op = _original["parse_condition"](self)
+        if len(_parsed) < 16384:
+            _parsed[key] = (
+                op,
+                self.expr_attr_names_found[names_before:],
+                self.expr_attr_values_found[values_before:],
+            )
+        return op
+    op, names_found, values_found = kept
+    self.expr_attr_names_found.extend(names_found)
+    self.expr_attr_values_found.extend(values_found)
+    return op
+
+
 # moto validates an UpdateExpression with ten processors, each walking the
 # whole tree; per node, each asks `isinstance` against ABCs and rebuilds its map
 # of node types. The walk below is moto's (children first, the same hook, the
@@ -696,6 +737,7 @@ def install() -> None:
         cast_value=DynamoType.cast_value.fget,  # type: ignore[attr-defined]
         size=DynamoType.size,
         lex=ConditionExpressionParser._lex_condition_expression,
+        parse_condition=ConditionExpressionParser.parse,
         from_primitives=Request.__dict__["from_primitives"],
         process_request=BotocoreStubber.process_request,
         parse_parameters=moto_responses.BaseResponse.parse_parameters,
@@ -725,6 +767,7 @@ def install() -> None:
     sqs_models.generate_receipt_handle = _receipt_handle  # type: ignore[attr-defined]
     sqs_models.SQSBackend.is_message_valid_based_on_retention_period = _within_retention  # type: ignore[method-assign]
     ConditionExpressionParser._lex_condition_expression = _lex_condition  # type: ignore[method-assign]
+    ConditionExpressionParser.parse = _parse_condition  # type: ignore[method-assign]
     Request.from_primitives = classmethod(_from_primitives)  # type: ignore[assignment,method-assign]
     BotocoreStubber.process_request = _process_request  # type: ignore[method-assign]
     moto_responses.BaseResponse.parse_parameters = _parse_parameters  # type: ignore[method-assign]

@@ -14,6 +14,7 @@ from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.core.request import Request
 from moto.core.utils import unix_time_millis
+from moto.dynamodb.comparisons import ConditionExpressionParser
 from moto.dynamodb.models import dynamodb_backends
 from moto.dynamodb.models.dynamo_type import DynamoType, Item
 from moto.dynamodb.models.table import Table
@@ -196,3 +197,49 @@ def test_an_items_kept_size_follows_its_updates() -> None:
                 ]
             )
             assert item().size() == moto_speedups._original["item_size"](item())
+
+
+CONDITIONS = [
+    ("version = :v", None, {":v": {"N": "3"}}),
+    ("attribute_not_exists(PK)", None, None),
+    ("#s = :a AND (attribute_exists(#e) OR #e < :n)", {"#s": "status", "#e": "exp"},
+     {":a": {"S": "queued"}, ":n": {"N": "10"}}),
+    ("begins_with(sk, :p) AND size(tags) > :z", None, {":p": {"S": "EVENT#"}, ":z": {"N": "1"}}),
+    ("contains(tags, :t) OR NOT (n BETWEEN :lo AND :hi)", None,
+     {":t": {"S": "b"}, ":lo": {"N": "1"}, ":hi": {"N": "5"}}),
+    ("n IN (:one, :two)", None, {":one": {"N": "1"}, ":two": {"N": "2"}}),
+]  # fmt: skip
+ITEMS = [
+    Item(DynamoType({"S": "a"}), None, attrs)
+    for attrs in (
+        {"PK": {"S": "a"}},
+        {"PK": {"S": "a"}, "version": {"N": "3"}, "status": {"S": "queued"}, "exp": {"N": "3"}},
+        {"PK": {"S": "a"}, "sk": {"S": "EVENT#1"}, "tags": {"SS": ["a", "b"]}, "n": {"N": "2"}},
+        {"PK": {"S": "a"}, "n": {"N": "7"}, "tags": {"SS": ["c"]}, "status": {"S": "sent"}},
+    )
+]
+
+
+@pytest.mark.parametrize(("expression", "names", "values"), CONDITIONS)
+def test_a_kept_condition_parse_is_moto_s_parse(
+    expression: str, names: dict[str, str] | None, values: dict[str, Any] | None
+) -> None:
+    # Given a condition parsed by moto's own code and, twice, through the kept parse
+    moto_speedups.install()
+    original = moto_speedups._original["parse_condition"]
+    theirs = ConditionExpressionParser(expression, names, values)
+    expected = original(theirs)
+    for _ in range(2):
+        ours = ConditionExpressionParser(expression, names, values)
+        op = ours.parse()
+        # Then it finds the same names and values, and answers the same on every item
+        assert ours.expr_attr_names_found == theirs.expr_attr_names_found
+        assert ours.expr_attr_values_found == theirs.expr_attr_values_found
+        assert [op.expr(item) for item in ITEMS] == [expected.expr(item) for item in ITEMS]
+
+
+def test_an_invalid_condition_is_refused_every_time() -> None:
+    moto_speedups.install()
+    for _ in range(2):
+        with pytest.raises((KeyError, ValueError)):
+            ConditionExpressionParser("version = :missing", None, {":v": {"N": "1"}}).parse()
