@@ -483,6 +483,45 @@ def _node_deepcopy(self: Any, memo: dict[int, Any]) -> Any:
     return clone
 
 
+_SCALARS = frozenset({"S", "N", "B", "BOOL", "NULL"})
+
+
+def _copy_value(value: DynamoType, memo: dict[int, Any]) -> DynamoType:
+    """moto's `DynamoType.__deepcopy__` for a scalar (it shares the immutable
+    value too); lists, maps and sets take moto's own."""
+    if value.type not in _SCALARS:
+        return copy.deepcopy(value, memo)
+    found: DynamoType | None = memo.get(id(value))
+    if found is None:
+        found = object.__new__(DynamoType)
+        found.type = value.type
+        found.value = value.value
+        memo[id(value)] = found
+    return found
+
+
+def _item_deepcopy(self: Item, memo: dict[int, Any]) -> Item:
+    """moto's `Item.__deepcopy__` (queries, scans and transactions copy every
+    item they touch) with scalars copied inline; the kept size goes along,
+    the attributes being the same."""
+    found: Item | None = memo.get(id(self))
+    if found is not None:
+        return found
+    result = object.__new__(type(self))
+    memo[id(self)] = result
+    result.hash_key = _copy_value(self.hash_key, memo)
+    result.range_key = _copy_value(self.range_key, memo) if self.range_key is not None else None
+    attrs = LimitedSizeDict.__new__(LimitedSizeDict)
+    dict.__init__(attrs)
+    for key, value in self.attrs.items():
+        dict.__setitem__(attrs, key, _copy_value(value, memo))
+    result.attrs = attrs
+    size = self.__dict__.get("_dunning_size")
+    if size is not None:
+        result._dunning_size = size  # type: ignore[attr-defined]
+    return result
+
+
 def _random_string(
     self: MotoRandom, length: int = 20, include_digits: bool = True, lower_case: bool = False
 ) -> str:
@@ -746,6 +785,7 @@ def install() -> None:
         item_size=Item.size,
         scan=Table.scan,
         within_retention=sqs_models.SQSBackend.is_message_valid_based_on_retention_period,
+        item_deepcopy=Item.__deepcopy__,
     )
     Table.put_item = _put  # type: ignore[method-assign]
     Table.delete_item = _delete  # type: ignore[method-assign]
@@ -762,6 +802,7 @@ def install() -> None:
     DynamoType.size = _size  # type: ignore[method-assign]
     Item.__init__ = _item_init  # type: ignore[method-assign]
     ast_nodes.Node.__deepcopy__ = _node_deepcopy  # type: ignore[attr-defined]
+    Item.__deepcopy__ = _item_deepcopy  # type: ignore[method-assign]
     sqs_models.camelcase_to_underscores = _snake
     MotoRandom.get_random_string = _random_string  # type: ignore[method-assign]
     sqs_models.generate_receipt_handle = _receipt_handle  # type: ignore[attr-defined]

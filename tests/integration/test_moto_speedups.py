@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import Any
 
@@ -243,3 +244,45 @@ def test_an_invalid_condition_is_refused_every_time() -> None:
     for _ in range(2):
         with pytest.raises((KeyError, ValueError)):
             ConditionExpressionParser("version = :missing", None, {":v": {"N": "1"}}).parse()
+
+
+@given(
+    st.dictionaries(
+        st.text(min_size=1, max_size=5),
+        st.recursive(
+            st.one_of(
+                st.text(max_size=8).map(lambda v: {"S": v}),
+                st.integers().map(lambda v: {"N": str(v)}),
+                st.booleans().map(lambda v: {"BOOL": v}),
+                st.just({"NULL": True}),
+                st.lists(st.text(max_size=3), min_size=1, max_size=3, unique=True).map(
+                    lambda v: {"SS": v}
+                ),
+            ),
+            lambda inner: st.one_of(
+                st.lists(inner, max_size=3).map(lambda v: {"L": v}),
+                st.dictionaries(st.text(max_size=3), inner, max_size=3).map(lambda v: {"M": v}),
+            ),
+            max_leaves=8,
+        ),
+        max_size=6,
+    )
+)
+@settings(max_examples=60, deadline=None)
+def test_an_item_copies_as_moto_copies_it(attrs: dict[str, Any]) -> None:
+    # Given an item with any attribute values, its size kept
+    moto_speedups.install()
+    item = Item(DynamoType({"S": "pk"}), DynamoType({"N": "1"}), {"PK": {"S": "pk"}, **attrs})
+    item.size()
+    # When it is copied by the fast copy and by moto's own
+    ours = copy.deepcopy(item)
+    theirs = moto_speedups._original["item_deepcopy"](item, {})
+    # Then the copies are equal, share no container with the item, and have its size
+    assert ours.to_json() == theirs.to_json() == item.to_json()
+    assert (ours.hash_key, ours.range_key) == (item.hash_key, item.range_key)
+    assert ours.attrs is not item.attrs
+    for key, value in item.attrs.items():
+        assert ours.attrs[key] is not value
+        if value.type in ("L", "M", "SS"):
+            assert ours.attrs[key].value is not value.value
+    assert ours.size() == moto_speedups._original["item_size"](item)
