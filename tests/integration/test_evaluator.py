@@ -392,6 +392,56 @@ def test_an_action_left_by_a_crash_is_sent_once_by_the_next_run(env: Env) -> Non
     assert Counter(a.action_id for a in queue.sent) == Counter(predicted)
 
 
+class FastChannelQueue:
+    """The channel queues, with a channel function so fast that it writes the
+    first action's outcome before the worker marks the batch queued."""
+
+    def __init__(self, inner: SqsActionQueue, store: DynamoStore) -> None:
+        self.inner = inner
+        self.store = store
+        self.delivered: list[Action] = []
+
+    def send_actions(
+        self, actions: Sequence[Action], queued_at: datetime | None = None
+    ) -> list[Action]:
+        accepted = self.inner.send_actions(actions, queued_at)
+        if accepted and not self.delivered:
+            first = accepted[0]
+            at = queued_at or DAY_11
+            outcome = (first, "delivered", "sent", "msg-1")
+            self.store.record_outcomes([outcome], at, {first.action_id: at})
+            self.delivered.append(first)
+        return accepted
+
+    def send_tasks(self, tasks: Sequence[BaseModel]) -> int:
+        return self.inner.send_tasks(tasks)
+
+
+def test_an_outcome_written_before_the_batch_is_marked_queued_is_kept(env: Env) -> None:
+    # Given two accounts reaching level 1, and a channel function that delivers the
+    # first action before the worker marks the batch queued
+    _two_accounts(env)
+    queue = FastChannelQueue(env.queue, env.store)
+    evaluator = Evaluator(env.store, queue, shards=SHARDS)
+    # When the scheduled run goes
+    _, failed = _run_each(env, DAY_11, evaluator)
+    assert failed == 0
+    # Then the delivered record keeps its outcome; the other one is queued; none is
+    # left in the outbox index to be sent again
+    records = {
+        it["SK"]["S"].removeprefix("OUTBOX#"): it
+        for it in scan_table(env)
+        if it["SK"]["S"].startswith("OUTBOX#")
+    }
+    assert len(records) == 2
+    (delivered,) = queue.delivered
+    statuses = {k: it["status"]["S"] for k, it in records.items()}
+    assert statuses.pop(delivered.action_id) == "delivered"
+    assert list(statuses.values()) == ["queued"]
+    assert all("outbox_pk" not in it for it in records.values())
+    assert outbox_pending(env, DAY_11 + timedelta(days=1)) == []
+
+
 # ------------------------------------------------------- 6. no needless read
 
 

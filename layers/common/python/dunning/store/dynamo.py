@@ -1363,13 +1363,59 @@ class DynamoStore:
         ]
 
     def mark_queued(self, actions: Sequence[Action], now: datetime) -> int:
-        """Outbox records of actions SQS accepted leave the outbox index."""
-        requests = []
-        for action in actions:
-            item = self.outbox_item(action, pending=False)
-            item["queued_at"] = _s(iso(now))
-            requests.append({"PutRequest": {"Item": item}})
-        return self.batch_write(requests) if requests else 0
+        """Outbox records of actions SQS accepted leave the outbox index: status
+        `queued`, on the condition that it is still `pending`. The channel
+        function may already have written the outcome (it can run before this
+        call returns); that final status is kept, never overwritten. Conditional
+        updates go in transactions of up to 100; a cancelled one is retried
+        without the records whose condition failed. Returns the calls."""
+        calls = 0
+        for start in range(0, len(actions), MAX_TRANSACTION_ITEMS):
+            pending = list(actions[start : start + MAX_TRANSACTION_ITEMS])
+            for _attempt in range(8):
+                calls += 1
+                try:
+                    self._db.transact_write_items(
+                        TransactItems=[self._queued_update(a, now) for a in pending]
+                    )
+                    pending = []
+                except ClientError as err:
+                    if err.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+                        mapped = _map_client_error(err, "mark queued")
+                        if isinstance(mapped, RetryableError):
+                            continue
+                        raise mapped from err
+                    reasons = err.response.get("CancellationReasons") or [{}] * len(pending)
+                    # Final already (or gone): out of the retry; the rest go again.
+                    pending = [
+                        action
+                        for action, reason in zip(pending, reasons, strict=False)
+                        if reason.get("Code") != "ConditionalCheckFailed"
+                    ]
+                if not pending:
+                    break
+            if pending:
+                raise RetryableError(f"{len(pending)} outbox records left unmarked after retries")
+        return calls
+
+    def _queued_update(self, action: Action, now: datetime) -> dict[str, Any]:
+        return {
+            "Update": {
+                "TableName": self.table,
+                "Key": {
+                    PK: _s(f"ACCOUNT#{action.account_id}"),
+                    SK: _s(f"OUTBOX#{action.action_id}"),
+                },
+                "UpdateExpression": f"SET #s = :q, queued_at = :t REMOVE {OUTBOX_PK}, {OUTBOX_AT}",
+                "ConditionExpression": "#s = :p",
+                "ExpressionAttributeNames": {"#s": "status"},
+                "ExpressionAttributeValues": {
+                    ":q": _s("queued"),
+                    ":p": _s("pending"),
+                    ":t": _s(iso(now)),
+                },
+            }
+        }
 
     # -------------------------------------------------------------- delivery
 
