@@ -224,10 +224,12 @@ def _update(self: DynamoDBBackend, table_name: str, *args: Any, **kwargs: Any) -
         )
     except Exception:  # a malformed key: moto's own call below answers it
         stored = None
-    if stored is not None:
-        stored.__dict__.pop("_dunning_size", None)  # changed in place (`_item_size`)
-    item: Item = _original["update_item"](self, table_name, *args, **kwargs)
-    item.__dict__.pop("_dunning_size", None)
+    try:
+        item: Item = _original["update_item"](self, table_name, *args, **kwargs)
+    finally:  # changed in place, even by an update that failed half-way (`_item_size`)
+        if stored is not None:
+            stored.__dict__.pop("_dunning_size", None)
+    item.__dict__.pop("_dunning_size", None)  # a new item, made by the update
     _reindex(table, _key(item), item)
     return item
 
@@ -534,7 +536,7 @@ def _random_string(
 
 def _receipt_handle() -> str:
     """moto's SQS receipt handle (185 lower-case letters), drawn in one call."""
-    return "".join(sqs_models.random.choices(string.ascii_lowercase, k=185))
+    return sqs_models.random.get_random_string(185, include_digits=False, lower_case=True)  # type: ignore[attr-defined]
 
 
 def _within_retention(self: sqs_models.SQSBackend, queue_name: str, message: Any) -> bool:

@@ -90,21 +90,13 @@ def _add_auth(self: Any, request: Any) -> None:
             checksum,
         )
     )
-    day = timestamp[0:8]
-    region, service = self._region_name, self._service_name
-    scope = f"{day}/{region}/{service}/aws4_request"
-    string_to_sign = "\n".join(
-        (
-            "AWS4-HMAC-SHA256",
-            timestamp,
-            scope,
-            sha256(canonical_request.encode("utf-8")).hexdigest(),
-        )
+    string_to_sign = self.string_to_sign(request, canonical_request)
+    key = _signing_key(
+        self.credentials.secret_key, timestamp[0:8], self._region_name, self._service_name
     )
-    key = _signing_key(self.credentials.secret_key, day, region, service)
     signature = hmac.new(key, string_to_sign.encode("utf-8"), sha256).hexdigest()
     request.headers["Authorization"] = (
-        f"AWS4-HMAC-SHA256 Credential={self.credentials.access_key}/{scope}, "
+        f"AWS4-HMAC-SHA256 Credential={self.scope(request)}, "
         f"SignedHeaders={signed_headers}, Signature={signature}"
     )
 

@@ -1375,23 +1375,16 @@ class DynamoStore:
             for _attempt in range(8):
                 calls += 1
                 try:
-                    self._db.transact_write_items(
-                        TransactItems=[self._queued_update(a, now) for a in pending]
-                    )
+                    self._transact([self._queued_update(a, now) for a in pending], "mark queued")
                     pending = []
-                except ClientError as err:
-                    if err.response.get("Error", {}).get("Code") != "TransactionCanceledException":
-                        mapped = _map_client_error(err, "mark queued")
-                        if isinstance(mapped, RetryableError):
-                            continue
-                        raise mapped from err
-                    reasons = err.response.get("CancellationReasons") or [{}] * len(pending)
-                    # Final already (or gone): out of the retry; the rest go again.
+                except ConflictError as err:  # final already (or gone): out; the rest again
                     pending = [
                         action
-                        for action, reason in zip(pending, reasons, strict=False)
+                        for action, reason in zip(pending, err.reasons, strict=True)
                         if reason.get("Code") != "ConditionalCheckFailed"
                     ]
+                except RetryableError:
+                    pass
                 if not pending:
                     break
             if pending:
