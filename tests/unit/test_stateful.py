@@ -281,11 +281,14 @@ class DunningMachine(RuleBasedStateMachine):
             if action.level != REINSTATEMENT_LEVEL:
                 assert is_send_time(self.calendar, self.tz, action.not_before)
                 assert in_sending_hours(self.calendar, self.tz, action.not_before)
-            # A blocked case sends nothing.
-            if blocked and case_before is not None and action.case_id == case_before.case_id:
-                assert action.level == REINSTATEMENT_LEVEL, what_changed(decision)
+        # A blocked case sends nothing and asks for nothing, except the
+        # reinstatement its recovery brings (sent, or held for approval).
         if blocked and case_before is not None:
-            assert not [a for a in decision.approvals if a.case_id == case_before.case_id]
+            recovers = balance < exit_threshold
+            for level in [a.level for a in decision.actions if a.case_id == case_before.case_id] + [
+                a.level for a in decision.approvals if a.case_id == case_before.case_id
+            ]:
+                assert level == REINSTATEMENT_LEVEL and recovers, what_changed(decision)
 
         self.view = after = apply_decision(before, decision)
 
