@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: install lint format typecheck unit test bench clean layer synth deploy demo serve openapi
+.PHONY: install lint format typecheck unit test explore bench clean layer synth deploy demo serve openapi
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -33,6 +33,11 @@ unit: $(STAMP)
 # The quality gate: lint, format check, strict typing, the whole test suite.
 test: lint typecheck
 	$(BIN)/pytest -n 2
+
+# The gate draws the same Hypothesis examples every time; this draws new ones,
+# ten times as many, to look for what the gate's examples miss (10-20 minutes).
+explore: $(STAMP)
+	DUNNING_HYPOTHESIS_PROFILE=explore DUNNING_HYPOTHESIS_SCALE=10 $(BIN)/pytest -n 2 tests/unit tests/integration
 
 # The Lambda layer: the shared package plus the runtime dependencies of
 # pyproject.toml as arm64 wheels, built without Docker (infra/build_layer.py).
