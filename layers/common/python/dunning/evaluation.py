@@ -128,6 +128,33 @@ class Decider:
         return decision, apply_decision(stored.view, decision)
 
 
+class NextEvaluation:
+    """When an account must next be evaluated, given its view after new billing
+    data (an invoice, a payment), for the write that stores that data.
+
+    The engine decides at `now`, as the evaluator would at its next run. If
+    that changes anything (a case opens or recovers, a level is entered), the
+    account is due now and the next run acts. If it changes nothing, the
+    answer is the decision's `next_evaluation_at`: with no new data nothing
+    changes before it, so the next run would only have read the account from
+    the due index, decided the same and moved its due time there (one
+    UpdateItem). No policy for the account: due now, and the evaluator reports
+    it as it does today."""
+
+    def __init__(self, decider: Decider, book: Callable[[], PolicyBook]) -> None:
+        self.decider = decider
+        self.book = book
+
+    def __call__(self, view: AccountView, now: datetime) -> datetime | None:
+        try:
+            decision, _ = self.decider.decide_stored(StoredView(view, 0), now, self.book())
+        except NoPolicyError:
+            return now
+        if decision.changed or decision.events or decision.more:
+            return now
+        return decision.next_evaluation_at
+
+
 class Evaluator:
     def __init__(
         self,

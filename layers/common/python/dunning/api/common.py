@@ -18,7 +18,7 @@ import binascii
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -30,6 +30,7 @@ from aws_lambda_powertools.utilities.idempotency import BasePersistenceLayer
 from pydantic import BaseModel
 
 from dunning.api.contracts import ErrorDetail, ErrorResponse
+from dunning.evaluation import Decider, NextEvaluation
 from dunning.store import DynamoStore
 from dunning.store.config import ConfigStore
 
@@ -52,6 +53,12 @@ class Services:
     config: ConfigStore
     clock: Callable[[], datetime]
     persistence: BasePersistenceLayer | None = None
+    # When an account is next due after an invoice or a payment (the evaluator's
+    # answer, from the configuration store's cached policy book).
+    next_evaluation: NextEvaluation = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.next_evaluation = NextEvaluation(Decider(self.store), self.config.policy_book)
 
 
 class ApiError(Exception):

@@ -31,7 +31,7 @@ from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
 from dunning.model import Calendar, ExclusionList, Policy, PolicyRule
-from dunning.store.dynamo import TEMPLATES_PK, DynamoStore, _n, _s
+from dunning.store.dynamo import TEMPLATES_PK, DynamoStore, PolicyBook, _n, _s
 from dunning.store.errors import ConflictError, NotFoundError
 from dunning.store.schema import LIST_PK, LIST_SK, PK, SK, iso, parse_iso
 
@@ -102,6 +102,9 @@ def _dump(value: Any) -> Any:
     return value
 
 
+BOOK_MAX_AGE_S = 60.0
+
+
 class ConfigStore:
     """Configuration reads and writes over the store's table and client."""
 
@@ -111,6 +114,7 @@ class ConfigStore:
         self.table = store.table
         self._exclusions_cache: tuple[int, tuple[ExclusionList, ...]] | None = None
         self._last_snapshot: ExclusionSnapshot | None = None
+        self._book: tuple[float, PolicyBook] | None = None
 
     # ------------------------------------------------------------ primitives
 
@@ -154,12 +158,25 @@ class ConfigStore:
         return {"Put": put}
 
     def _write(self, items: list[dict[str, Any]], what: str, precondition: bool) -> None:
+        self._book = None  # a configuration change: the next book is read again
         try:
             self.store._transact(items, what)
         except ConflictError as err:
             raise ConflictError(
                 f"{what}: it changed meanwhile (version mismatch)", precondition=precondition
             ) from err
+
+    def policy_book(self, max_age_s: float = BOOK_MAX_AGE_S) -> PolicyBook:
+        """The current policies, rules and calendars, read at most `max_age_s`
+        seconds ago (three reads when it is read again).
+
+        For ingestion, which decides when an account is next due: a book changed
+        in another container is seen within `max_age_s`; one changed through
+        this store is seen at once (docs/decisions.md, 2026-12-07)."""
+        now = time.monotonic()
+        if self._book is None or now - self._book[0] > max_age_s:
+            self._book = (now, self.store.load_policy_book())
+        return self._book[1]
 
     def _get(self, pk: str, sk: str) -> dict[str, Any] | None:
         return self.store._get(pk, sk)

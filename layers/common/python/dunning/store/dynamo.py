@@ -115,6 +115,11 @@ def body_hash(model: BaseModel, exclude: set[str] | None = None) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+# When an account must next be evaluated, given its new view and the write's
+# instant (None: only new data can change it); see `evaluation.NextEvaluation`.
+Wake = Callable[[AccountView, datetime], datetime | None]
+
+
 @dataclass(frozen=True, slots=True)
 class StoredView:
     """An account's view with the version its next write must be conditional on."""
@@ -493,10 +498,12 @@ class DynamoStore:
         actor: str,
         *,
         also: Callable[[AccountView], Mutation] | None = None,
+        wake: Wake | None = None,
     ) -> WriteResult:
         """Idempotent by invoice id: the same body twice changes nothing; another
-        body under the same id is a conflict. Re-opens evaluation at once."""
-        return self.upsert_invoices([invoice], now, actor, also=also).results[0]
+        body under the same id is a conflict. The account is due when `wake`
+        says (see `upsert_invoices`)."""
+        return self.upsert_invoices([invoice], now, actor, also=also, wake=wake).results[0]
 
     def upsert_invoices(
         self,
@@ -505,6 +512,7 @@ class DynamoStore:
         actor: str,
         *,
         also: Callable[[AccountView], Mutation] | None = None,
+        wake: Wake | None = None,
     ) -> BulkWriteResult:
         """Several invoices of one account in one transaction (at most
         `MAX_BULK_INVOICES`: the account, each invoice and its audit event).
@@ -514,6 +522,8 @@ class DynamoStore:
         `also` changes the view with the new invoices in the same transaction
         (the exclusion lists that name them). The account's credit (overpayments)
         pays the open invoices at once, oldest due first, as the ledger would.
+        The account is next due when `wake` says for its new view (the
+        evaluator's next run when absent).
         """
         if not invoices:
             raise ValueError("no invoices")
@@ -567,8 +577,9 @@ class DynamoStore:
             view, left, spent, paid_by_credit = spend_credit(change.view, credit)
             final = {i.invoice_id: i for i in view.invoices}
             added_ids = {i.invoice_id for i in added}
+            due = wake(view, now) if wake is not None else now
             items = [
-                self._account_put(StoredView(view, stored.version, stored.policy_id), now, now)
+                self._account_put(StoredView(view, stored.version, stored.policy_id), due, now)
             ]
             for n, (inv, digest) in enumerate(zip(added, (d for _, d in fresh), strict=True)):
                 stored_inv = final[inv.invoice_id]
@@ -751,8 +762,11 @@ class DynamoStore:
         if problems:
             raise ValidationError.from_exception_data("Payment", problems)
 
-    def record_payment(self, payment: Payment, now: datetime, actor: str) -> Payment:
-        """Idempotent by payment id. Allocates, updates the view, re-opens evaluation.
+    def record_payment(
+        self, payment: Payment, now: datetime, actor: str, *, wake: Wake | None = None
+    ) -> Payment:
+        """Idempotent by payment id. Allocates, updates the view, and makes the
+        account due when `wake` says for its new view (the next run when absent).
 
         The invoices and the plan it names must exist (else a `ValidationError`
         on `invoice_ids.<n>` / `plan_id`). What it brings beyond the open
@@ -806,8 +820,9 @@ class DynamoStore:
                 data=data,
                 actor=actor,
             )
+            due = wake(view, now) if wake is not None else now
             items = [
-                self._account_put(StoredView(view, stored.version, stored.policy_id), now, now),
+                self._account_put(StoredView(view, stored.version, stored.policy_id), due, now),
                 self._put(
                     {
                         PK: _s(f"ACCOUNT#{payment.account_id}"),

@@ -166,7 +166,11 @@ def put_invoice(
     (invoice,) = _invoices(account_id, [(body, ["body"])])
     now, actor = s.clock(), actor_of(router)
     result = s.store.upsert_invoice(
-        invoice, now, actor, also=CurrentExclusions(s.config, now, actor)
+        invoice,
+        now,
+        actor,
+        also=CurrentExclusions(s.config, now, actor),
+        wake=s.next_evaluation,
     )
     return ok(
         WriteResponse(account_id=account_id, created=result.created, version=result.version),
@@ -199,7 +203,11 @@ def post_invoices(account_id: AccountId, body: BulkInvoicesRequest) -> Response[
     )
     now, actor = s.clock(), actor_of(router)
     result = s.store.upsert_invoices(
-        invoices, now, actor, also=CurrentExclusions(s.config, now, actor)
+        invoices,
+        now,
+        actor,
+        also=CurrentExclusions(s.config, now, actor),
+        wake=s.next_evaluation,
     )
     return ok(
         BulkWriteResponse(
@@ -243,7 +251,9 @@ def post_payment(
                 "plan_id": body.plan_id,
             }
         )
-        recorded = s.store.record_payment(payment, s.clock(), actor_of(router))
+        recorded = s.store.record_payment(
+            payment, s.clock(), actor_of(router), wake=s.next_evaluation
+        )
         return shapes.payment(recorded).model_dump(mode="json")
 
     stored = with_idempotency_key(
