@@ -11,9 +11,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from dunning import aws
+from dunning.evaluation import Decider, NextEvaluation
+from dunning.store import PolicyBook
 from dunning.store.config import ConfigStore
 from dunning.store.schema import iso
 from local.cloud import LocalCloud
+from tests.builders import invoice
 from tests.integration.api_helpers import (
     NOW,
     Api,
@@ -48,19 +51,27 @@ def what_the_next_run_writes(stack: LocalCloud, account_id: str, run_at: datetim
     return due_at(stack, account_id)
 
 
+def billed(api: Api, days_overdue: int) -> None:
+    """The account `acc-1` with one invoice of 120.00 EUR, `inv-1`."""
+    api.ok("PUT", "/accounts/acc-1", "billing", account_body())
+    api.ok("PUT", "/accounts/acc-1/invoices/inv-1", "billing", invoice_body("inv-1", days_overdue))
+
+
+def case_statuses(api: Api) -> list[str]:
+    return [c["status"] for c in api.ok("GET", "/accounts/acc-1")["cases"]]
+
+
 def test_an_invoice_not_yet_due_makes_the_account_due_when_the_next_run_would(
     api: Api, stack: LocalCloud
 ) -> None:
-    api.ok("PUT", "/accounts/acc-1", "billing", account_body())
-    api.ok("PUT", "/accounts/acc-1/invoices/inv-1", "billing", invoice_body("inv-1", -10))
+    billed(api, -10)  # due in ten days
     written = due_at(stack, "acc-1")
     assert written is not None and written > iso(NEXT_RUN), written
     assert what_the_next_run_writes(stack, "acc-1", NEXT_RUN) == written
 
 
 def test_the_runs_before_that_time_do_not_read_the_account(api: Api, stack: LocalCloud) -> None:
-    api.ok("PUT", "/accounts/acc-1", "billing", account_body())
-    api.ok("PUT", "/accounts/acc-1/invoices/inv-1", "billing", invoice_body("inv-1", -10))
+    billed(api, -10)  # due in ten days
     with aws.RequestCounter() as counter:
         stack.evaluate(NEXT_RUN)
     assert counter.counts["dynamodb.UpdateItem"] == 0
@@ -68,30 +79,27 @@ def test_the_runs_before_that_time_do_not_read_the_account(api: Api, stack: Loca
 
 
 def test_an_overdue_invoice_makes_the_account_due_at_once(api: Api, stack: LocalCloud) -> None:
-    api.ok("PUT", "/accounts/acc-1", "billing", account_body())
-    api.ok("PUT", "/accounts/acc-1/invoices/inv-1", "billing", invoice_body("inv-1", 12))
+    billed(api, 12)  # twelve days overdue
     assert due_at(stack, "acc-1") == iso(NOW)
     stack.evaluate(NEXT_RUN)
-    assert [c["status"] for c in api.ok("GET", "/accounts/acc-1")["cases"]] == ["active"]
+    assert case_statuses(api) == ["active"]
 
 
 def test_a_payment_that_settles_an_open_case_makes_it_due_at_once(
     api: Api, stack: LocalCloud
 ) -> None:
-    api.ok("PUT", "/accounts/acc-1", "billing", account_body())
-    api.ok("PUT", "/accounts/acc-1/invoices/inv-1", "billing", invoice_body("inv-1", 12))
+    billed(api, 12)  # twelve days overdue
     stack.evaluate(NOW)
     api.ok("POST", "/accounts/acc-1/payments", "billing", payment_body("pay-1", "120.00"))
     assert due_at(stack, "acc-1") == iso(NOW)  # the case recovers at the next run
     stack.evaluate(NEXT_RUN)
-    assert [c["status"] for c in api.ok("GET", "/accounts/acc-1")["cases"]] == ["recovered"]
+    assert case_statuses(api) == ["recovered"]
 
 
 def test_a_part_payment_before_the_due_date_keeps_the_time_the_run_would_write(
     api: Api, stack: LocalCloud
 ) -> None:
-    api.ok("PUT", "/accounts/acc-1", "billing", account_body())
-    api.ok("PUT", "/accounts/acc-1/invoices/inv-1", "billing", invoice_body("inv-1", -10))
+    billed(api, -10)  # due in ten days
     api.ok("POST", "/accounts/acc-1/payments", "billing", payment_body("pay-1", "20.00"))
     written = due_at(stack, "acc-1")
     assert written is not None and written > iso(NEXT_RUN), written
@@ -101,8 +109,7 @@ def test_a_part_payment_before_the_due_date_keeps_the_time_the_run_would_write(
 def test_a_policy_change_through_the_api_is_used_by_the_next_ingestion(
     api: Api, stack: LocalCloud
 ) -> None:
-    api.ok("PUT", "/accounts/acc-1", "billing", account_body())
-    api.ok("PUT", "/accounts/acc-1/invoices/inv-1", "billing", invoice_body("inv-1", -10))
+    billed(api, -10)  # due in ten days
     before = due_at(stack, "acc-1")
     # A new current version of the account's policy whose first level comes
     # five days later: the same container's cached book must not hide it.
@@ -133,3 +140,18 @@ def test_the_book_is_read_again_only_when_older_than_its_age_or_after_a_change(
         changed = counter.total()
         assert config.policy_book() is not second
         assert counter.total() == changed + 3
+
+
+def test_an_invoice_is_stored_due_at_once_when_its_next_evaluation_cannot_be_decided(
+    api: Api, stack: LocalCloud
+) -> None:
+    api.ok("PUT", "/accounts/acc-1", "billing", account_body())
+    store = stack.store()
+
+    def unreadable() -> PolicyBook:
+        raise RuntimeError("the policy book could not be read")
+
+    wake = NextEvaluation(Decider(store), unreadable)
+    later = invoice("inv-1", "120.00", (NOW + timedelta(days=10)).date())
+    assert store.upsert_invoice(later, NOW, "billing", wake=wake).created
+    assert due_at(stack, "acc-1") == iso(NOW)  # as before: the next run decides

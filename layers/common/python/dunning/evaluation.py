@@ -150,6 +150,13 @@ class NextEvaluation:
             decision, _ = self.decider.decide_stored(StoredView(view, 0), now, self.book())
         except NoPolicyError:
             return now
+        except Exception:  # the billing data must be stored regardless
+            # The evaluator meets the same failure at the next run and reports it
+            # where decisions fail; the invoice or payment is not refused for it.
+            logger.exception(
+                "next evaluation not decided", extra={"account_id": view.account.account_id}
+            )
+            return now
         if decision.changed or decision.events or decision.more:
             return now
         return decision.next_evaluation_at
