@@ -6,6 +6,7 @@ AWS and the table on moto are the same table.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -88,8 +89,14 @@ class TableDefinition:
 TABLE = TableDefinition()
 
 
+@functools.lru_cache(maxsize=4096)
 def iso(instant: datetime) -> str:
-    """Fixed-width UTC timestamp that sorts as it compares."""
+    """Fixed-width UTC timestamp that sorts as it compares.
+
+    Kept per instant: a run writes the same few instants (its `as_of`, the
+    actions' sending times) into every item it touches: about six calls per
+    due case at 3 µs each with `strftime`, 0.1 µs kept. Equal aware instants
+    give the same text whatever their zone, so any of them may fill the entry."""
     return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
