@@ -40,7 +40,10 @@ from dunning.store.schema import iso
 CONFLICT_RETRIES = 3
 MAX_PASSES = 50  # decisions of one account at one instant (`Decision.more`)
 SQS_BATCH = 10
-MARK_BATCH = 25  # BatchWriteItem size
+# Actions SQS accepted are marked queued every this many (one conditional
+# transaction each; `mark_queued` takes up to 100): few sent records wait
+# unmarked if the worker stops.
+MARK_BATCH = 25
 
 
 class ShardTask(BaseModel):
