@@ -90,6 +90,9 @@ def _record_handler(record: SQSRecord, context: LambdaContext, book: PolicyBook)
     metrics.add_metric(name="ApprovalsRequested", unit=MetricUnit.Count, value=result.approvals)
     metrics.add_metric(name="OutboxResent", unit=MetricUnit.Count, value=result.outbox_resent)
     metrics.add_metric(name="DecisionsTooLarge", unit=MetricUnit.Count, value=result.too_large)
+    if task.whole:  # a run after a change of the policy book
+        metrics.add_metric(name="AccountsReviewed", unit=MetricUnit.Count, value=result.reviewed)
+        metrics.add_metric(name="DueTimesMoved", unit=MetricUnit.Count, value=result.moved)
     for channel, queued in result.actions_queued.items():
         count("ActionsQueued", queued, channel=channel)
     logger.info(

@@ -66,7 +66,12 @@ class Evaluate(Construct):
             settings=settings,
             description="enqueues one evaluation task per shard for a scheduled time",
         )
-        data.grant_table(self.dispatch.role, ["dynamodb:PutItem"], write=True)
+        # The run record (PutItem); the book's change counter (GetItem, UpdateItem).
+        data.grant_table(
+            self.dispatch.role,
+            ["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem"],
+            write=True,
+        )
         self.shards.queue.grant_send_messages(self.dispatch.role)
 
         self.worker = factory.create(

@@ -124,8 +124,13 @@ def test_each_role_has_only_its_own_capabilities(synth: Synth) -> None:
     assert {n for n, a in roles.items() if "sns:Publish" in a} == {"sms"}
     assert {n for n, a in roles.items() if "secretsmanager:GetSecretValue" in a} == {"webhook"}
     assert {n for n, a in roles.items() if "sqs:SendMessage" in a} == {"dispatch", "worker"}
-    # The dispatcher writes one run record and sends shard tasks: nothing else.
-    assert {a for a in roles["dispatch"] if a.startswith("dynamodb:")} == {"dynamodb:PutItem"}
+    # The dispatcher writes one run record, reads and marks the book's change
+    # counter, and sends shard tasks: nothing else.
+    assert {a for a in roles["dispatch"] if a.startswith("dynamodb:")} == {
+        "dynamodb:PutItem",
+        "dynamodb:GetItem",
+        "dynamodb:UpdateItem",
+    }
     # The reporter only reads.
     assert {a for a in roles["report"] if a.startswith("dynamodb:")} <= {
         "dynamodb:GetItem",

@@ -24,7 +24,7 @@ from dunning.model import (
     Payment,
 )
 from dunning.store import ConflictError, DecisionTooLargeError, DynamoStore, StoredView
-from dunning.store.schema import iso, shard_of
+from dunning.store.schema import PARKED, iso, shard_of
 from tests.builders import account, email, invoice, level, policy
 from tests.integration.conftest import SHARDS, TABLE_NAME, Env
 from tests.integration.helpers import CapturedCalls, partition, raw_account, run_tasks
@@ -458,11 +458,15 @@ def test_an_account_with_nothing_to_do_leaves_the_due_index(env: Env) -> None:
     assert "due_pk" not in raw_account(env, "empty")
     # When the scheduled evaluation runs
     _evaluate_all(env, T0)
-    # Then the three with nothing to do carry no due attributes and are not found by the index
-    for acc_id in ("empty", "small", "paid"):
+    # Then the two that owe nothing carry no due attributes
+    for acc_id in ("empty", "paid"):
         item = raw_account(env, acc_id)
         assert "due_pk" not in item, acc_id
         assert "due_at" not in item, acc_id
+    # ... the one below the threshold is parked: only a new book can dun it without new data
+    small = raw_account(env, "small")
+    assert small["due_pk"]["S"] == f"DUE#{shard_of('small', SHARDS)}"
+    assert small["due_at"]["S"] == PARKED
     # ... while the dunned account waits for its next level
     dunned = raw_account(env, "dunned")
     assert dunned["due_pk"]["S"] == f"DUE#{shard_of('dunned', SHARDS)}"
@@ -472,7 +476,7 @@ def test_an_account_with_nothing_to_do_leaves_the_due_index(env: Env) -> None:
         for shard in range(SHARDS)
         for s in env.store.query_due(shard, datetime(2100, 1, 1, tzinfo=UTC)).items
     }
-    assert in_index == {"dunned"}
+    assert in_index == {"dunned"}  # the parked one is never due
 
 
 def test_a_level_with_only_a_future_step_keeps_the_account_in_the_index(env: Env) -> None:

@@ -1,7 +1,10 @@
 """The scheduled evaluation: dispatcher and shard worker, over ports.
 
 - `dispatch(as_of)`: records the run once (conditional put keyed on the
-  scheduled time) and enqueues one task per shard of the due index.
+  scheduled time) and enqueues one task per shard of the due index. After a
+  change of the policy book (through the API) the tasks cover the whole index,
+  not only its due part: every account that owes something is decided again
+  with the new book, once.
 - `run_shard(task)`: sends the shard's outbox records whose time has come
   (deferred actions, or ones a crash left unsent), then reads the due index
   page by page, decides each due account with the engine, writes each decision
@@ -17,7 +20,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -35,6 +38,7 @@ from dunning.store import (
     PolicyBook,
     StoredView,
 )
+from dunning.store.config import BOOK_MAX_AGE_S
 from dunning.store.schema import iso
 
 CONFLICT_RETRIES = 3
@@ -44,6 +48,9 @@ SQS_BATCH = 10
 # transaction each; `mark_queued` takes up to 100): few sent records wait
 # unmarked if the worker stops.
 MARK_BATCH = 25
+# A change of the book is evaluated by the first run at least this long after
+# it: ingestion keeps the book it read for as long (`ConfigStore.policy_book`).
+BOOK_SETTLE = timedelta(seconds=BOOK_MAX_AGE_S)
 
 
 class ShardTask(BaseModel):
@@ -56,6 +63,9 @@ class ShardTask(BaseModel):
     shard: int
     start_key: dict[str, Any] | None = None
     part: int = 0
+    # The whole shard of the due index, not only its due part: the policy book
+    # changed since the last such run (`Evaluator.dispatch`).
+    whole: bool = False
 
 
 class ActionQueue(Protocol):
@@ -78,6 +88,8 @@ class ShardResult:
     outbox_resent: int = 0
     extra_passes: int = 0  # decisions continued at the same instant (`Decision.more`)
     too_large: int = 0  # decisions that did not fit one transaction (left due)
+    reviewed: int = 0  # accounts not yet due, decided by a whole-index run
+    moved: int = 0  # of those, the ones whose due time the new book moved
     actions_queued: Counter[str] = field(default_factory=Counter)
     actions_deferred: int = 0
     continuation: ShardTask | None = None
@@ -190,8 +202,21 @@ class Evaluator:
         if not self.store.record_run(as_of, run_id, self.shards):
             logger.info("run already dispatched", extra={"run_id": run_id, "as_of": iso(as_of)})
             return 0
-        tasks = [ShardTask(run_id=run_id, as_of=as_of, shard=s) for s in range(self.shards)]
-        return self.queue.send_tasks(tasks)
+        book = self.store.book_revision()
+        whole = book.pending(as_of, BOOK_SETTLE)
+        tasks = [
+            ShardTask(run_id=run_id, as_of=as_of, shard=s, whole=whole) for s in range(self.shards)
+        ]
+        sent = self.queue.send_tasks(tasks)
+        if whole:
+            # Marked once the tasks are out: should the send fail, the next run
+            # evaluates the whole index instead.
+            self.store.mark_rescheduled(book.revision, as_of)
+            logger.info(
+                "the policy book changed: this run decides every account again",
+                extra={"run_id": run_id, "revision": book.revision},
+            )
+        return sent
 
     # --------------------------------------------------------------- worker
 
@@ -213,12 +238,14 @@ class Evaluator:
             self._send_outbox(task, result)
         start_key = task.start_key
         while True:
-            page = self.store.query_due(task.shard, as_of, start_key)
+            page = self.store.query_due(task.shard, as_of, start_key, whole=task.whole)
             last_done: StoredView | None = None
             for stored in page.items:
                 if remaining_ms() < self.time_margin_ms:
                     result.continuation = self._continuation(task, last_done, start_key)
                     break
+                if task.whole and (stored.due_at is None or stored.due_at > iso(as_of)):
+                    result.reviewed += 1
                 self._buffer(self._evaluate(stored, as_of, book, result), as_of, result)
                 last_done = stored
             if result.continuation is not None or not page.last_key:
@@ -337,8 +364,12 @@ class Evaluator:
             try:
                 if decision.changed or decision.events:
                     self.store.save_decision(stored, new_view, decision, as_of)
-                else:
+                elif (
                     self.store.save_due_only(stored, decision.next_evaluation_at, as_of)
+                    and stored.due_at is not None
+                    and stored.due_at > iso(as_of)
+                ):
+                    result.moved += 1  # not due yet, and the new book moved it
             except ConflictError as err:
                 if attempt == CONFLICT_RETRIES:
                     raise

@@ -75,7 +75,7 @@ from dunning.money import minor_unit
 from dunning.selection import NoPolicyError
 from dunning.store.dynamo import PolicyBook, StoredView, prune_view
 from dunning.store.scan import ViewFilter
-from dunning.store.schema import parse_iso
+from dunning.store.schema import due_time
 
 if TYPE_CHECKING:
     from dunning.evaluation import ActionQueue
@@ -214,8 +214,7 @@ def _as_stored(
 ) -> tuple[StoredView, datetime | None]:
     if isinstance(item, AccountView):
         return StoredView(item, 0), start  # never evaluated: due at once, as a write makes it
-    due = parse_iso(item.due_at) if item.due_at else None
-    return item, due
+    return item, due_time(item.due_at)
 
 
 def _book_with(book: PolicyBook, override: Policy | None) -> PolicyBook:

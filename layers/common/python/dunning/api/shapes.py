@@ -39,7 +39,7 @@ from dunning.model import (
     Suspension,
 )
 from dunning.store import StoredView
-from dunning.store.schema import parse_iso
+from dunning.store.schema import due_time
 
 
 def invoice(inv: Invoice) -> InvoiceResponse:
@@ -169,7 +169,7 @@ def account(stored: StoredView, at: datetime, credit: Decimal) -> AccountRespons
         cases=[case(c) for c in view.cases],
         suspensions=[suspension(s) for s in view.suspensions],
         plans=[plan(p) for p in view.plans],
-        next_evaluation_at=parse_iso(stored.due_at) if stored.due_at else None,
+        next_evaluation_at=due_time(stored.due_at),
     )
 
 

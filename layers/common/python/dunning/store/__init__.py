@@ -1,6 +1,7 @@
 """Storage: the single DynamoDB table (the only module that speaks DynamoDB)."""
 
 from dunning.store.dynamo import (
+    BookRevision,
     DuePage,
     DynamoStore,
     Mutation,
@@ -19,6 +20,7 @@ from dunning.store.schema import TABLE, TableDefinition
 
 __all__ = [
     "TABLE",
+    "BookRevision",
     "ConflictError",
     "DecisionTooLargeError",
     "DuePage",

@@ -297,7 +297,11 @@ class ConfigStore:
         audit = self._audit(
             ConfigChange(now, actor, "policy", policy_id, "activated", before, {"version": version})
         )
-        self._write([{"Put": put}, mark, audit], "activate policy", expected is not None)
+        self._write(
+            [{"Put": put}, mark, audit, self.store.book_changed(now)],
+            "activate policy",
+            expected is not None,
+        )
         return policy
 
     def deactivate_policy(
@@ -330,7 +334,9 @@ class ConfigStore:
         audit = self._audit(
             ConfigChange(now, actor, "policy", policy_id, "deactivated", {"version": version}, None)
         )
-        self._write([delete, audit], "deactivate policy", expected is not None)
+        self._write(
+            [delete, audit, self.store.book_changed(now)], "deactivate policy", expected is not None
+        )
 
     def delete_draft(self, policy_id: str, version: int, actor: str, now: datetime) -> None:
         item = self._get(f"POLICY#{policy_id}", f"V#{version:08d}")
@@ -415,7 +421,7 @@ class ConfigStore:
             )
         )
         self._write(
-            [self._versioned_put(item, expected, current), audit],
+            [self._versioned_put(item, expected, current), audit, self.store.book_changed(now)],
             "put calendar",
             expected is not None,
         )
@@ -473,7 +479,11 @@ class ConfigStore:
             )
         )
         self._write(
-            [self._versioned_put(item, expected, before.version), audit],
+            [
+                self._versioned_put(item, expected, before.version),
+                audit,
+                self.store.book_changed(now),
+            ],
             "put selection rules",
             expected is not None,
         )

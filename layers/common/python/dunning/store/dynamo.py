@@ -14,7 +14,7 @@ import hashlib
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -67,10 +67,11 @@ from dunning.store.schema import (
     OUTBOX_AT,
     OUTBOX_INDEX,
     OUTBOX_PK,
+    PARKED,
     PK,
     SK,
+    due_time,
     iso,
-    parse_iso,
     shard_of,
 )
 
@@ -128,6 +129,27 @@ class StoredView:
     version: int
     policy_id: str | None = None
     due_at: str | None = None  # the due-index sort key it was read with
+
+
+BOOK_PK = "CONFIG#book"  # the policy book's change counter
+
+
+@dataclass(frozen=True, slots=True)
+class BookRevision:
+    """Changes of the policy book (policies, calendars, selection rules) made
+    through the API, and the last one a run evaluated the whole due index for."""
+
+    revision: int
+    changed_at: str | None
+    rescheduled: int
+
+    def pending(self, as_of: datetime, settle: timedelta) -> bool:
+        """A change no run has evaluated the whole index for, made at least
+        `settle` before `as_of` (so that every API container reads the new book
+        by then: ingestion keeps it for up to `settle`)."""
+        if self.revision <= self.rescheduled or self.changed_at is None:
+            return False
+        return self.changed_at <= iso(as_of - settle)
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,17 +215,23 @@ def _map_client_error(err: ClientError, what: str) -> Exception:
     return err
 
 
+def _kept(inv: Invoice) -> bool:
+    """An invoice the account item keeps: one that is still owed (or disputed)."""
+    return (
+        inv.status not in (InvoiceStatus.PAID, InvoiceStatus.WRITTEN_OFF) and inv.open_amount > 0
+    ) or inv.status is InvoiceStatus.DISPUTED
+
+
+def owes(view: AccountView) -> bool:
+    """The account owes something a policy could dun, now or after a change of
+    the policy book: it keeps its place in the due index (PARKED when no
+    instant of its own is coming)."""
+    return any(_kept(inv) for inv in view.invoices) or any(c.is_open for c in view.cases)
+
+
 def prune_view(view: AccountView) -> AccountView:
     """What the account item keeps: open things, and the latest closed cases."""
-    invoices = tuple(
-        inv
-        for inv in view.invoices
-        if (
-            inv.status not in (InvoiceStatus.PAID, InvoiceStatus.WRITTEN_OFF)
-            and inv.open_amount > 0
-        )
-        or inv.status is InvoiceStatus.DISPUTED
-    )
+    invoices = tuple(inv for inv in view.invoices if _kept(inv))
     open_cases = [c for c in view.cases if c.status in OPEN_CASE_STATUSES]
     closed = sorted(
         (c for c in view.cases if c.status not in OPEN_CASE_STATUSES),
@@ -315,9 +343,9 @@ class DynamoStore:
         }
         if stored.policy_id:
             item["policy_id"] = _s(stored.policy_id)
-        if due_at is not None:
+        if due_at is not None or owes(view):
             item[DUE_PK] = _s(f"DUE#{shard_of(account_id, self.shards)}")
-            item[DUE_AT] = _s(iso(due_at))
+            item[DUE_AT] = _s(PARKED if due_at is None else iso(due_at))
         return item
 
     def _account_put(
@@ -1214,6 +1242,53 @@ class DynamoStore:
             default = data["default_policy_id"]
         return PolicyBook(policies, rules, default, calendars)
 
+    # ------------------------------------------------------- the book's changes
+
+    def book_changed(self, now: datetime) -> dict[str, Any]:
+        """The write (for the transaction of a change of the policy book) that
+        counts the change: the next run evaluates the whole due index."""
+        return {
+            "Update": {
+                "TableName": self.table,
+                "Key": {PK: _s(BOOK_PK), SK: _s("CONFIG")},
+                "UpdateExpression": "SET #t = :t, changed_at = :c ADD revision :one",
+                "ExpressionAttributeNames": {"#t": "type"},
+                "ExpressionAttributeValues": {
+                    ":t": _s("book"),
+                    ":c": _s(iso(now)),
+                    ":one": _n(1),
+                },
+            }
+        }
+
+    def book_revision(self) -> BookRevision:
+        """How often the book changed, when last, and up to which change the due
+        index was evaluated whole (one strongly consistent read)."""
+        item = self._get(BOOK_PK, "CONFIG") or {}
+        return BookRevision(
+            revision=int(item.get("revision", {"N": "0"})["N"]),
+            changed_at=item["changed_at"]["S"] if "changed_at" in item else None,
+            rescheduled=int(item.get("rescheduled", {"N": "0"})["N"]),
+        )
+
+    def mark_rescheduled(self, revision: int, as_of: datetime) -> bool:
+        """Record that the run at `as_of` evaluates the whole due index for the
+        book up to `revision`; False when a run already did it for this one."""
+        try:
+            self._db.update_item(
+                TableName=self.table,
+                Key={PK: _s(BOOK_PK), SK: _s("CONFIG")},
+                UpdateExpression="SET rescheduled = :r, rescheduled_at = :a",
+                ConditionExpression="attribute_not_exists(rescheduled) OR rescheduled < :r",
+                ExpressionAttributeValues={":r": _n(revision), ":a": _s(iso(as_of))},
+            )
+        except ClientError as err:
+            mapped = _map_client_error(err, "mark rescheduled")
+            if isinstance(mapped, ConflictError):
+                return False
+            raise mapped from err
+        return True
+
     # ------------------------------------------------------------ evaluation
 
     def record_run(self, as_of: datetime, run_id: str, shards: int) -> bool:
@@ -1243,13 +1318,20 @@ class DynamoStore:
         as_of: datetime,
         start_key: dict[str, Any] | None = None,
         limit: int | None = None,
+        *,
+        whole: bool = False,
     ) -> DuePage:
+        """A page of the shard's accounts due at `as_of`; with `whole`, of every
+        account the shard's due index holds (a run after a change of the book)."""
         kwargs: dict[str, Any] = {
             "TableName": self.table,
             "IndexName": DUE_INDEX,
             "KeyConditionExpression": f"{DUE_PK} = :p AND {DUE_AT} <= :t",
             "ExpressionAttributeValues": {":p": _s(f"DUE#{shard}"), ":t": _s(iso(as_of))},
         }
+        if whole:
+            kwargs["KeyConditionExpression"] = f"{DUE_PK} = :p"
+            del kwargs["ExpressionAttributeValues"][":t"]
         if start_key:
             kwargs["ExclusiveStartKey"] = start_key
         if limit:
@@ -1330,15 +1412,28 @@ class DynamoStore:
         the account's version. Raises ConflictError if the account moved."""
         self._transact(self.decision_items(stored, new_view, decision, now), "save decision")
 
-    def save_due_only(self, stored: StoredView, due_at: datetime | None, now: datetime) -> None:
-        """Nothing changed but the next evaluation time: move (or drop) the due entry."""
-        key = account_key(stored.view.account.account_id)
-        if due_at is None:
+    def save_due_only(self, stored: StoredView, due_at: datetime | None, now: datetime) -> bool:
+        """Nothing changed but the next evaluation time: move the due entry (to
+        PARKED when none is coming and the account owes something, else out of
+        the index). No write when it is where it belongs; True when written."""
+        account_id = stored.view.account.account_id
+        if due_at is not None:
+            sort_key: str | None = iso(due_at)
+        else:
+            sort_key = PARKED if owes(stored.view) else None
+        if sort_key == stored.due_at:
+            return False
+        if sort_key is None:
             update = "REMOVE due_pk, due_at"
             values: dict[str, Any] = {":v": _n(stored.version)}
         else:
-            update = "SET due_at = :d"
-            values = {":v": _n(stored.version), ":d": _s(iso(due_at))}
+            update = "SET due_pk = :p, due_at = :d"
+            values = {
+                ":v": _n(stored.version),
+                ":p": _s(f"DUE#{shard_of(account_id, self.shards)}"),
+                ":d": _s(sort_key),
+            }
+        key = account_key(account_id)
         try:
             self._db.update_item(
                 TableName=self.table,
@@ -1350,6 +1445,7 @@ class DynamoStore:
             )
         except ClientError as err:
             raise _map_client_error(err, "move due entry") from err
+        return True
 
     # -------------------------------------------------------------- outbox
 
@@ -1865,8 +1961,9 @@ def explained(decision: Decision) -> list[AuditEvent]:
 
 
 def _due_of(stored: StoredView) -> datetime | None:
-    """Keep an account's due entry where it was."""
-    return parse_iso(stored.due_at) if stored.due_at else None
+    """Keep an account's due entry where it was (PARKED stays parked while the
+    account owes something)."""
+    return due_time(stored.due_at)
 
 
 _EFFECTS = {
@@ -1879,6 +1976,7 @@ _EFFECTS = {
 
 
 __all__ = [
+    "BookRevision",
     "DuePage",
     "DynamoStore",
     "Mutation",

@@ -15,7 +15,12 @@ PK = "PK"
 SK = "SK"
 DUE_INDEX = "due"
 DUE_PK = "due_pk"  # "DUE#<shard>", present only while the account can become due
-DUE_AT = "due_at"  # next evaluation time, fixed-width ISO 8601 UTC
+DUE_AT = "due_at"  # next evaluation time, fixed-width ISO 8601 UTC, or PARKED
+# The due time of an account that owes something but that only new data or a new
+# policy book can change (below the entry threshold, no policy covers it): it
+# stays in the due index, after every real instant, so a run after a change of
+# the book finds it (`Evaluator`, full pass) and an ordinary run never reads it.
+PARKED = "9999-12-31T23:59:59.999999Z"
 OUTBOX_INDEX = "outbox"
 OUTBOX_PK = "outbox_pk"  # "OUTBOX#<shard>", present only while the action is unsent
 OUTBOX_AT = "outbox_at"  # not_before of the action
@@ -102,6 +107,12 @@ def iso(instant: datetime) -> str:
 
 def parse_iso(text: str) -> datetime:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def due_time(text: str | None) -> datetime | None:
+    """The instant a due-index sort key stands for; None when there is none
+    (not in the index, or PARKED: no instant of its own)."""
+    return None if text is None or text == PARKED else parse_iso(text)
 
 
 def shard_of(account_id: str, shards: int) -> int:
