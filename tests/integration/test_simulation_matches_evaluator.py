@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -28,6 +29,7 @@ from moto.dynamodb.models.table import Table
 from dunning import aws
 from dunning.model import Case, EventKind
 from dunning.simulation import simulate, simulation_instants
+from dunning.store.config import ConfigStore
 from dunning.store.dynamo import EVENT
 from dunning.store.scan import iter_views, scan_items
 from tests.integration.conftest import Env
@@ -150,3 +152,65 @@ def test_a_policy_simulated_for_90_days_enters_the_levels_the_evaluator_enters(
     for position in result.final_open_by_level:
         simulated_open[(position.policy_id, position.level)] += position.cases
     assert simulated_open == real_open
+
+
+DRAFT_DAYS = 30
+
+
+def test_a_draft_simulated_enters_the_levels_the_evaluator_enters_once_it_is_activated(
+    env: Env, fast_moto_index_queries: None
+) -> None:
+    # Given one portfolio in two tables, and a draft of the consumer policy that
+    # takes every step five days earlier (the pre-due reminder too), applies to
+    # running cases and opens cases from 2.00
+    seed_standard(env, ACCOUNTS)
+    twin = make_env("dunning-twin", "twin")
+    seed_standard(twin, ACCOUNTS)
+    start = AS_OF - timedelta(days=1)
+    book = env.store.load_policy_book()
+    current = book.policies["consumer"]
+    levels = tuple(
+        lvl.model_copy(update={"days": lvl.days - 5}) if lvl.days > 5 or lvl.days < 0 else lvl
+        for lvl in current.levels
+    )
+    thresholds = {currency: Decimal("2.00") for currency in ("EUR", "USD", "GBP")}
+    draft = current.model_copy(
+        update={
+            "version": current.version + 1,
+            "levels": levels,
+            "thresholds": {**current.thresholds, **thresholds},
+            "apply_to_running_cases": True,
+        }
+    )
+    # When the simulation runs the draft as its activation would, for 30 days ...
+    result = simulate(
+        list(iter_views(env.store)), book, start=start, days=DRAFT_DAYS, override=draft
+    )
+    # ... and the twin activates it through the configuration store (as the API
+    # does) before the same 30 scheduled runs
+    config = ConfigStore(twin.store)
+    created = config.create_policy_version(draft, "admin", start - timedelta(hours=1))
+    assert created.version == draft.version
+    config.activate_policy("consumer", created.version, "admin", start - timedelta(hours=1), None)
+    sent_per_run = []
+    for instant in simulation_instants(start, DRAFT_DAYS):
+        queued: Counter[str] = Counter()
+        for shard in run_scheduled(twin, instant):
+            queued.update(shard.actions_queued)
+        drain_actions(twin)
+        sent_per_run.append(dict(sorted(queued.items())))
+    # Then the cases entering each level and the cases opened are the same, run
+    # by run, and so are the actions sent
+    real_entries, real_opened = _entries_per_run(twin)
+    simulated: Counter[tuple[datetime, str, int]] = Counter()
+    for row in result.days:
+        for entry in row.level_entries:
+            simulated[(row.at, entry.policy_id, entry.level)] += entry.count
+    # (the draft acts at once: its first run sends more than the current version's)
+    as_is = simulate(list(iter_views(env.store)), book, start=start, days=1)
+    assert sum(result.days[0].actions_sent.values()) > sum(as_is.days[0].actions_sent.values())
+    assert simulated == real_entries
+    assert {row.at: row.cases_opened for row in result.days if row.cases_opened} == dict(
+        real_opened
+    )
+    assert [row.actions_sent for row in result.days] == sent_per_run

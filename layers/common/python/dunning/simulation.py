@@ -9,8 +9,10 @@ and the open amounts at each level per currency.
 Faithful to the evaluator (`dunning.evaluation`):
 - at each instant exactly the accounts whose next evaluation time is due are
   evaluated: initially `StoredView.due_at` (an `AccountView` given without one
-  is due at once), then each decision's `next_evaluation_at` (None: the account
-  leaves the due index and only a payment brings it back);
+  is due at once; with an override, every account of the due index is due at
+  the first instant, as the first run after an activation decides the whole
+  index again), then each decision's `next_evaluation_at` (None: the account
+  waits, parked or out of the index, and only a payment brings it back);
 - the policy is chosen by `Evaluator.decide_stored` itself (a running case
   keeps its policy, an older version it is pinned to is used unless the current
   one applies to running cases, otherwise the selection rules), with policy
@@ -210,10 +212,16 @@ def _check_instants(instants: Sequence[datetime]) -> list[datetime]:
 
 
 def _as_stored(
-    item: StoredView | AccountView, start: datetime
+    item: StoredView | AccountView, start: datetime, new_book: bool
 ) -> tuple[StoredView, datetime | None]:
+    """The account and its first due time. With `new_book` (an override: what
+    its activation would do), every account of the due index, parked ones
+    included, is due at the first run, as the run after a change of the book
+    decides the whole index again (`Evaluator.dispatch`)."""
     if isinstance(item, AccountView):
         return StoredView(item, 0), start  # never evaluated: due at once, as a write makes it
+    if new_book and item.due_at is not None:
+        return item, start
     return item, due_time(item.due_at)
 
 
@@ -557,7 +565,7 @@ def simulate(
     accounts: dict[str, StoredView] = {}
     due: dict[str, datetime | None] = {}
     for item in views:
-        stored, due_at = _as_stored(item, runs[0])
+        stored, due_at = _as_stored(item, runs[0], override is not None)
         if view_filter is not None and not view_filter.matches(stored, book):
             continue
         account_id = stored.view.account.account_id
