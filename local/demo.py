@@ -54,6 +54,9 @@ START = datetime(2026, 9, 1, tzinfo=UTC)
 # UTC: every zone's sending window (08:00-20:00 local) gets at least one run:
 # Tokyo and Sydney at 00 and 08, Berlin and London at 08 and 16, New York at 16.
 RUN_HOURS = (0, 8, 16)
+REVISION_DAYS_SOONER = 2  # the small-business ladder's revision, half way through
+# The outside world acts this long before a run (the revision included).
+REVISION_LEAD = timedelta(minutes=10)
 ZONES = ("Europe/Berlin", "America/New_York", "Asia/Tokyo", "Europe/London", "Australia/Sydney")
 CURRENCIES = {  # currency: (typical invoice, zone preference)
     "EUR": Decimal("89.90"),
@@ -146,6 +149,8 @@ class DemoResult:
     levels: list[tuple[date, dict[int, int]]] = field(default_factory=list)
     recovered: list[tuple[date, str, Decimal]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    # When the small-business policy was revised, and its new version.
+    revision: tuple[datetime, str, int] | None = None
 
 
 class Progress:
@@ -191,6 +196,7 @@ class World:
         self.payments: dict[str, list[tuple[str, Decimal]]] = {}  # account -> payment ids
         self.kept: dict[str, tuple[date, Decimal]] = {}  # promise keepers: pay day, amount
         self.recovered: list[tuple[date, str, Decimal]] = []  # overdue money paid, by day
+        self.revision: tuple[datetime, str, int] | None = None  # the policy version activated
 
     # ---------------------------------------------------------------- api
 
@@ -400,6 +406,20 @@ class World:
                 c.late_days += 21
                 return
 
+    def revise_policy(self, now: datetime) -> None:
+        """An admin makes the small-business ladder two days sooner at every
+        step, for the running cases too: the next run decides every owing
+        customer again with it (the customers already scheduled included)."""
+        body = self.call("GET", "/policies/business", "admin").json()["policy"]
+        body.pop("version", None)
+        for level in body["levels"]:
+            level["days"] = level["days"] - REVISION_DAYS_SOONER
+        body["apply_to_running_cases"] = True
+        created = self.call("POST", "/policies/business/versions", "admin", body).json()
+        version = created["version"]
+        self.call("POST", "/policies/business/activate", "admin", {"version": version})
+        self.revision = (now, "business", version)
+
     # ----------------------------------------------------------- collectors
 
     def collect(self, day: date, now: datetime) -> None:
@@ -586,6 +606,7 @@ def _merge(cfg: DemoConfig, parts: list[DemoResult], seconds: float) -> DemoResu
         levels=levels,
         recovered=sorted((r for part in parts for r in part.recovered), key=lambda r: r[0]),
         timings=dict(timings),
+        revision=first.revision,
     )
 
 
@@ -663,7 +684,7 @@ def _run_part(cfg: DemoConfig, part: int, parts: int) -> DemoResult:
                 for hour in RUN_HOURS:
                     run_at = cfg.start + timedelta(days=d, hours=hour)
                     # The outside world acts in the minutes before the run.
-                    now = run_at - timedelta(minutes=10)
+                    now = run_at - REVISION_LEAD
                     with timer("billing"):
                         if hour == RUN_HOURS[0]:
                             world.bill(day)
@@ -672,6 +693,8 @@ def _run_part(cfg: DemoConfig, part: int, parts: int) -> DemoResult:
                             world.keep_promises(day, now)
                             if d == cfg.days // 3:
                                 world.bounce_one(now)
+                            if d == cfg.days // 2:
+                                world.revise_policy(now)
                     with timer("collectors"):
                         if hour == 16:
                             world.collect(day, now)
@@ -705,6 +728,7 @@ def _run_part(cfg: DemoConfig, part: int, parts: int) -> DemoResult:
                 levels=levels,
                 recovered=world.recovered,
                 timings=timings,
+                revision=world.revision,
             )
     finally:
         clock.use(None)

@@ -11,13 +11,13 @@ from __future__ import annotations
 import html
 import json
 from collections import defaultdict
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from dunning.reports import PortfolioSummary, actions_csv, cases_csv, summarize
-from local.demo import DemoResult
+from local.demo import REVISION_DAYS_SOONER, REVISION_LEAD, DemoResult
 
 SAMPLE_TIMELINES = 3
 
@@ -31,6 +31,32 @@ def _events_by_account(items: list[dict[str, Any]]) -> dict[str, list[dict[str, 
     for rows in events.values():
         rows.sort(key=lambda e: e["sk"])
     return events
+
+
+def revision_effect(result: DemoResult) -> tuple[int, int, int] | None:
+    """What the policy revision did: the cases it moved up a level at the first
+    run after it (customers already scheduled, decided again at once), the
+    level entries on the new version in all, and the cases that end on it."""
+    if result.revision is None:
+        return None
+    at, policy_id, version = result.revision
+    first_run = at + REVISION_LEAD
+    at_once = entries = on_version = 0
+    for item in result.items:
+        kind = item.get("type", {}).get("S")
+        if kind == "event":
+            body = json.loads(item["body"]["S"])
+            data = body.get("data") or {}
+            if body["kind"] != "level_entered" or data.get("policy_id") != policy_id:
+                continue
+            if data.get("policy_version") != version:
+                continue
+            entries += 1
+            at_once += datetime.fromisoformat(body["at"].replace("Z", "+00:00")) == first_run
+        elif kind == "case":
+            case = json.loads(item["body"]["S"])
+            on_version += case["policy_id"] == policy_id and case["policy_version"] == version
+    return at_once, entries, on_version
 
 
 def sample_accounts(result: DemoResult, events: dict[str, list[dict[str, Any]]]) -> list[str]:
@@ -124,6 +150,17 @@ def print_summary(
         "excluded account": result.excluded,
     }
     print("Stories: " + ", ".join(f"{k} {v}" for k, v in stories.items() if v))
+    effect = revision_effect(result)
+    if result.revision is not None and effect is not None:
+        at, policy_id, version = result.revision
+        at_once, entries, on_version = effect
+        print(
+            f"Policy revision: {policy_id} v{version} activated on {at.date()} (every step "
+            f"{REVISION_DAYS_SOONER} days sooner, running cases included); the next run "
+            f"decided every owing "
+            f"customer again: {at_once} cases entered a level at once, {entries} level "
+            f"entries on v{version} in all, {on_version} cases on v{version} at the end"
+        )
     for account, lines in (timelines or sample_timelines(result)).items():
         print(f"\nTimeline of {account}")
         for line in lines[:18]:

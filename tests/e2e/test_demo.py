@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from local.demo import DemoConfig, DemoResult, run_demo
+from local.demo import REVISION_DAYS_SOONER, DemoConfig, DemoResult, run_demo
 from local.portfolio import standard_calendar
 
 OPEN = {"active", "suspended", "awaiting_approval"}
@@ -150,6 +150,26 @@ def test_nothing_was_sent_twice_and_every_action_is_accounted_for(demo: DemoResu
     )
     assert max(outcome_events.values()) == 1
     assert statuses["delivered"] > 50
+
+
+def test_the_policy_revision_reached_the_customers_already_scheduled(demo: DemoResult) -> None:
+    # Half way through, the small-business ladder became two days sooner at every
+    # step, for running cases too. The first run after it decides every owing
+    # customer again, so no case waits for the time the old version gave it: a
+    # level entry of the new version two days late would be the old schedule.
+    assert demo.revision is not None
+    at, policy_id, version = demo.revision
+    lags: Counter[int] = Counter()
+    for rows in _events(demo).values():
+        for e in rows:
+            data = e["data"]
+            if e["kind"] != "level_entered" or data["policy_id"] != policy_id:
+                continue
+            if data["policy_version"] == version:
+                assert datetime.fromisoformat(e["at"].replace("Z", "+00:00")) > at
+                lags[data["days_overdue"] - data["level_days"]] += 1
+    assert sum(lags.values()) >= 10, lags
+    assert max(lags) < REVISION_DAYS_SOONER, lags
 
 
 def test_the_report_folder_has_what_it_promises(demo: DemoResult) -> None:
