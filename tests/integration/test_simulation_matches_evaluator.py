@@ -28,7 +28,7 @@ from moto.dynamodb.models.table import Table
 
 from dunning import aws
 from dunning.model import Case, EventKind
-from dunning.simulation import simulate, simulation_instants
+from dunning.simulation import SimulationResult, simulate, simulation_instants
 from dunning.store.config import ConfigStore
 from dunning.store.dynamo import EVENT
 from dunning.store.scan import iter_views, scan_items
@@ -93,14 +93,28 @@ def _entries_per_run(env: Env) -> tuple[Counter[tuple[datetime, str, int]], Coun
     return entries, opened
 
 
+def _twins(env: Env) -> tuple[Env, datetime]:
+    """One portfolio in two tables (the simulation reads `env`, the evaluator
+    runs on the twin), and the simulation's start."""
+    seed_standard(env, ACCOUNTS)
+    twin = make_env("dunning-twin", "twin")
+    seed_standard(twin, ACCOUNTS)
+    return twin, AS_OF - timedelta(days=1)
+
+
+def _simulated_entries(result: SimulationResult) -> Counter[tuple[datetime, str, int]]:
+    simulated: Counter[tuple[datetime, str, int]] = Counter()
+    for row in result.days:
+        for entry in row.level_entries:
+            simulated[(row.at, entry.policy_id, entry.level)] += entry.count
+    return simulated
+
+
 def test_a_policy_simulated_for_90_days_enters_the_levels_the_evaluator_enters(
     env: Env, fast_moto_index_queries: None
 ) -> None:
     # Given one portfolio in two tables: one for the simulation, one for the evaluator
-    seed_standard(env, ACCOUNTS)
-    twin = make_env("dunning-twin", "twin")
-    seed_standard(twin, ACCOUNTS)
-    start = AS_OF - timedelta(days=1)
+    twin, start = _twins(env)
     instants = simulation_instants(start, DAYS)
     views = list(iter_views(env.store))
     book = env.store.load_policy_book()
@@ -125,10 +139,7 @@ def test_a_policy_simulated_for_90_days_enters_the_levels_the_evaluator_enters(
     assert scan_table(env) == table_before
     # ... the cases entering each level are the same, run by run
     real_entries, real_opened = _entries_per_run(twin)
-    simulated: Counter[tuple[datetime, str, int]] = Counter()
-    for row in result.days:
-        for entry in row.level_entries:
-            simulated[(row.at, entry.policy_id, entry.level)] += entry.count
+    simulated = _simulated_entries(result)
     assert sum(simulated.values()) > 300  # the portfolio climbs a good part of its levels
     assert {key[1] for key in simulated} == {"consumer", "business", "enterprise"}
     for row in result.days:
@@ -163,10 +174,7 @@ def test_a_draft_simulated_enters_the_levels_the_evaluator_enters_once_it_is_act
     # Given one portfolio in two tables, and a draft of the consumer policy that
     # takes every step five days earlier (the pre-due reminder too), applies to
     # running cases and opens cases from 2.00
-    seed_standard(env, ACCOUNTS)
-    twin = make_env("dunning-twin", "twin")
-    seed_standard(twin, ACCOUNTS)
-    start = AS_OF - timedelta(days=1)
+    twin, start = _twins(env)
     book = env.store.load_policy_book()
     current = book.policies["consumer"]
     levels = tuple(
@@ -202,10 +210,7 @@ def test_a_draft_simulated_enters_the_levels_the_evaluator_enters_once_it_is_act
     # Then the cases entering each level and the cases opened are the same, run
     # by run, and so are the actions sent
     real_entries, real_opened = _entries_per_run(twin)
-    simulated: Counter[tuple[datetime, str, int]] = Counter()
-    for row in result.days:
-        for entry in row.level_entries:
-            simulated[(row.at, entry.policy_id, entry.level)] += entry.count
+    simulated = _simulated_entries(result)
     # (the draft acts at once: its first run sends more than the current version's)
     as_is = simulate(list(iter_views(env.store)), book, start=start, days=1)
     assert sum(result.days[0].actions_sent.values()) > sum(as_is.days[0].actions_sent.values())

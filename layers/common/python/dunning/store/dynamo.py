@@ -271,6 +271,19 @@ class DynamoStore:
         except ClientError as err:
             raise _map_client_error(err, what) from err
 
+    @staticmethod
+    def _once(what: str, write: Callable[[], object]) -> bool:
+        """A conditional write that happens once: False when its condition
+        failed (it was done already), other errors mapped and raised."""
+        try:
+            write()
+        except ClientError as err:
+            mapped = _map_client_error(err, what)
+            if isinstance(mapped, ConflictError):
+                return False
+            raise mapped from err
+        return True
+
     def _put(self, item: dict[str, Any], condition: str | None = None) -> dict[str, Any]:
         put: dict[str, Any] = {"TableName": self.table, "Item": item}
         if condition:
@@ -1274,27 +1287,24 @@ class DynamoStore:
     def mark_rescheduled(self, revision: int, as_of: datetime) -> bool:
         """Record that the run at `as_of` evaluates the whole due index for the
         book up to `revision`; False when a run already did it for this one."""
-        try:
-            self._db.update_item(
+        return self._once(
+            "mark rescheduled",
+            lambda: self._db.update_item(
                 TableName=self.table,
                 Key={PK: _s(BOOK_PK), SK: _s("CONFIG")},
                 UpdateExpression="SET rescheduled = :r, rescheduled_at = :a",
                 ConditionExpression="attribute_not_exists(rescheduled) OR rescheduled < :r",
                 ExpressionAttributeValues={":r": _n(revision), ":a": _s(iso(as_of))},
-            )
-        except ClientError as err:
-            mapped = _map_client_error(err, "mark rescheduled")
-            if isinstance(mapped, ConflictError):
-                return False
-            raise mapped from err
-        return True
+            ),
+        )
 
     # ------------------------------------------------------------ evaluation
 
     def record_run(self, as_of: datetime, run_id: str, shards: int) -> bool:
         """Record a scheduled run once. False: this scheduled time already ran."""
-        try:
-            self._db.put_item(
+        return self._once(
+            "record run",
+            lambda: self._db.put_item(
                 TableName=self.table,
                 Item={
                     PK: _s(f"RUN#{iso(as_of)}"),
@@ -1304,13 +1314,8 @@ class DynamoStore:
                     "shards": _n(shards),
                 },
                 ConditionExpression="attribute_not_exists(PK)",
-            )
-        except ClientError as err:
-            mapped = _map_client_error(err, "record run")
-            if isinstance(mapped, ConflictError):
-                return False
-            raise mapped from err
-        return True
+            ),
+        )
 
     def query_due(
         self,
