@@ -36,7 +36,14 @@ HOUR = Duration.hours(1)
 WIDTH = 24
 OUTCOMES = ("delivered", "failed", "skipped", "retried")
 WORKER_COUNTS = ("CasesEvaluated", "LevelChanges", "CasesRecovered", "ApprovalsRequested")
-WORKER_HEALTH = ("ConflictsRetried", "OutboxResent", "Continuations", "DecisionsTooLarge")
+WORKER_HEALTH = (
+    "ConflictsRetried",
+    "OutboxResent",
+    "Continuations",
+    "DecisionsTooLarge",
+    "AccountsReviewed",  # a run after a change of the policy book
+    "DueTimesMoved",
+)
 
 
 def emf(
