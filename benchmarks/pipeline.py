@@ -25,7 +25,7 @@ import logging
 import os
 import time
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from botocore.parsers import create_parser
@@ -38,7 +38,9 @@ from dunning.model import Channel
 from dunning.queues import ACTION, SqsActionQueue
 from dunning.selection import select_policy
 from dunning.store import TABLE, DynamoStore
-from dunning.store.schema import DUE_INDEX, iso
+from dunning.store.config import ConfigStore
+from dunning.store.scan import scan_items
+from dunning.store.schema import DUE_INDEX, DUE_PK, iso
 from local import moto_speedups
 from local.portfolio import (
     build_portfolio,
@@ -49,6 +51,13 @@ from local.portfolio import (
 
 AS_OF = datetime(2026, 11, 2, 7, 0, tzinfo=UTC)
 SHARDS = 8
+WRITES = (
+    "dynamodb.TransactWriteItems",
+    "dynamodb.UpdateItem",
+    "dynamodb.PutItem",
+    "dynamodb.BatchWriteItem",
+    "dynamodb.DeleteItem",
+)
 
 
 class ReadTracker:
@@ -115,7 +124,9 @@ def _drain(sqs: Any, url: str) -> list[dict[str, Any]]:
         )
 
 
-def run_ours(store: DynamoStore, queue: SqsActionQueue, urls: dict[str, str]) -> dict[str, Any]:
+def run_ours(
+    store: DynamoStore, queue: SqsActionQueue, urls: dict[str, str], as_of: datetime = AS_OF
+) -> dict[str, Any]:
     evaluator = Evaluator(store, queue, shards=SHARDS)
     sqs = aws.sqs()
     tracker = ReadTracker()
@@ -123,10 +134,10 @@ def run_ours(store: DynamoStore, queue: SqsActionQueue, urls: dict[str, str]) ->
         events = aws.dynamodb().meta.events
         events.register("before-parameter-build.dynamodb.Query", tracker.before_build)
         events.register("after-call.dynamodb.*", tracker.after_call)
-        evaluator.dispatch(AS_OF)
+        evaluator.dispatch(as_of)
         shard_messages = _drain(sqs, urls["shards"])
         totals: Counter[str] = Counter()
-        changed = evaluated = 0
+        changed = evaluated = reviewed = moved = 0
         book = store.load_policy_book()
         for message in shard_messages:
             task = ShardTask.model_validate_json(message["Body"])
@@ -135,8 +146,10 @@ def run_ours(store: DynamoStore, queue: SqsActionQueue, urls: dict[str, str]) ->
             totals.update(result.actions_queued)
             changed += result.changed
             evaluated += result.evaluated
+            reviewed += result.reviewed
+            moved += result.moved
         final = ShardResult()
-        evaluator.flush(AS_OF, final)
+        evaluator.flush(as_of, final)
         totals.update(final.actions_queued)
         aws.dynamodb().meta.events.unregister("after-call.dynamodb.*", tracker.after_call)
     counts = Counter(counter.counts)
@@ -149,7 +162,17 @@ def run_ours(store: DynamoStore, queue: SqsActionQueue, urls: dict[str, str]) ->
         "actions": sum(totals.values()),
         "changed": changed,
         "evaluated": evaluated,
+        "reviewed": reviewed,
+        "moved": moved,
     }
+
+
+def run_whole(store: DynamoStore, queue: SqsActionQueue, urls: dict[str, str]) -> dict[str, Any]:
+    """The run after a change of the policy book that decides nothing new (the
+    same selection rules saved again through the configuration store, as the
+    API does): it reads the whole due index once and should write nothing."""
+    ConfigStore(store).put_selection(standard_rules(), "consumer", "bench", AS_OF, None)
+    return run_ours(store, queue, urls, AS_OF + timedelta(hours=1))
 
 
 def run_naive(store: DynamoStore, urls: dict[str, str]) -> Counter[str]:
@@ -290,24 +313,15 @@ def main() -> None:
         ours = run_ours(ours_store, ours_queue, ours_urls)
         ours_s = time.perf_counter() - t1
         naive = run_naive(naive_store, naive_urls)
+        in_index = sum(1 for it in scan_items(ours_store, types=("account",)) if DUE_PK in it)
+        whole = run_whole(ours_store, ours_queue, ours_urls)
 
     counts: Counter[str] = ours["counts"]
     tracker: ReadTracker = ours["tracker"]
     due_cases = len(due_ids)
     read_ids = {pk.removeprefix("ACCOUNT#") for pk in tracker.account_items}
     reads_not_due = len(read_ids - due_ids)
-    writes = sum(
-        n
-        for op, n in counts.items()
-        if op
-        in (
-            "dynamodb.TransactWriteItems",
-            "dynamodb.UpdateItem",
-            "dynamodb.PutItem",
-            "dynamodb.BatchWriteItem",
-            "dynamodb.DeleteItem",
-        )
-    )
+    writes = sum(n for op, n in counts.items() if op in WRITES)
     sends = counts["sqs.SendMessageBatch"] + counts["sqs.SendMessage"]
     channel_sends = sends - 1  # one batch of shard tasks from the dispatcher
     ours_total = sum(counts.values())
@@ -321,6 +335,17 @@ def main() -> None:
     print("naive: " + ", ".join(f"{k}={v}" for k, v in sorted(naive.items())))
     print(f"requests ours={ours_total} naive={naive_total}")
     print(f"cpu us per due case: ours={ours_us:.1f} botocore_parse={parse_us:.1f}")
+    whole_counts: Counter[str] = whole["counts"]
+    whole_tracker: ReadTracker = whole["tracker"]
+    # Besides the review, the run does an ordinary run's work an hour later: its
+    # outbox sweep sends the actions deferred until then (and marks them queued).
+    print(
+        f"whole run after a change of the book: accounts_in_index={in_index} "
+        f"read={len(whole_tracker.account_items)} reviewed={whole['reviewed']} "
+        f"query_pages_per_100={whole_tracker.due_index_pages / max(in_index, 1) * 100:.2f} "
+        f"decisions_written={whole['changed']} due_times_moved={whole['moved']} "
+        f"requests={sum(whole_counts.values())} ({dict(sorted(whole_counts.items()))})"
+    )
     print(
         f"pipeline: due_cases={due_cases} reads_not_due={reads_not_due} "
         f"query_pages_per_100_due={tracker.due_index_pages / max(due_cases, 1) * 100:.2f} "
