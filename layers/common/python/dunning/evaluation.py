@@ -95,6 +95,11 @@ class ShardResult:
     continuation: ShardTask | None = None
 
 
+def _ahead(stored: StoredView, as_of: datetime) -> bool:
+    """Not due yet at `as_of` (read by a whole-index run before its time)."""
+    return stored.due_at is not None and stored.due_at > iso(as_of)
+
+
 def run_id_for(as_of: datetime) -> str:
     return "run-" + stable_id("run", iso(as_of))
 
@@ -244,7 +249,7 @@ class Evaluator:
                 if remaining_ms() < self.time_margin_ms:
                     result.continuation = self._continuation(task, last_done, start_key)
                     break
-                if task.whole and (stored.due_at is None or stored.due_at > iso(as_of)):
+                if task.whole and _ahead(stored, as_of):
                     result.reviewed += 1
                 self._buffer(self._evaluate(stored, as_of, book, result), as_of, result)
                 last_done = stored
@@ -364,11 +369,9 @@ class Evaluator:
             try:
                 if decision.changed or decision.events:
                     self.store.save_decision(stored, new_view, decision, as_of)
-                elif (
-                    self.store.save_due_only(stored, decision.next_evaluation_at, as_of)
-                    and stored.due_at is not None
-                    and stored.due_at > iso(as_of)
-                ):
+                elif self.store.save_due_only(
+                    stored, decision.next_evaluation_at, as_of
+                ) and _ahead(stored, as_of):
                     result.moved += 1  # not due yet, and the new book moved it
             except ConflictError as err:
                 if attempt == CONFLICT_RETRIES:

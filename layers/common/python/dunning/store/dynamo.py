@@ -229,6 +229,14 @@ def owes(view: AccountView) -> bool:
     return any(_kept(inv) for inv in view.invoices) or any(c.is_open for c in view.cases)
 
 
+def due_sort_key(view: AccountView, due_at: datetime | None) -> str | None:
+    """Where an account sits in the due index: its next evaluation time; PARKED
+    when none is coming but it owes something; None (out of the index) else."""
+    if due_at is not None:
+        return iso(due_at)
+    return PARKED if owes(view) else None
+
+
 def prune_view(view: AccountView) -> AccountView:
     """What the account item keeps: open things, and the latest closed cases."""
     invoices = tuple(inv for inv in view.invoices if _kept(inv))
@@ -356,10 +364,14 @@ class DynamoStore:
         }
         if stored.policy_id:
             item["policy_id"] = _s(stored.policy_id)
-        if due_at is not None or owes(view):
-            item[DUE_PK] = _s(f"DUE#{shard_of(account_id, self.shards)}")
-            item[DUE_AT] = _s(PARKED if due_at is None else iso(due_at))
+        sort_key = due_sort_key(view, due_at)
+        if sort_key is not None:
+            item[DUE_PK] = _s(self._due_pk(account_id))
+            item[DUE_AT] = _s(sort_key)
         return item
+
+    def _due_pk(self, account_id: str) -> str:
+        return f"DUE#{shard_of(account_id, self.shards)}"
 
     def _account_put(
         self, stored: StoredView, due_at: datetime | None, now: datetime
@@ -1328,15 +1340,17 @@ class DynamoStore:
     ) -> DuePage:
         """A page of the shard's accounts due at `as_of`; with `whole`, of every
         account the shard's due index holds (a run after a change of the book)."""
+        values = {":p": _s(f"DUE#{shard}")}
+        condition = f"{DUE_PK} = :p"
+        if not whole:
+            values[":t"] = _s(iso(as_of))
+            condition += f" AND {DUE_AT} <= :t"
         kwargs: dict[str, Any] = {
             "TableName": self.table,
             "IndexName": DUE_INDEX,
-            "KeyConditionExpression": f"{DUE_PK} = :p AND {DUE_AT} <= :t",
-            "ExpressionAttributeValues": {":p": _s(f"DUE#{shard}"), ":t": _s(iso(as_of))},
+            "KeyConditionExpression": condition,
+            "ExpressionAttributeValues": values,
         }
-        if whole:
-            kwargs["KeyConditionExpression"] = f"{DUE_PK} = :p"
-            del kwargs["ExpressionAttributeValues"][":t"]
         if start_key:
             kwargs["ExclusiveStartKey"] = start_key
         if limit:
@@ -1422,10 +1436,7 @@ class DynamoStore:
         PARKED when none is coming and the account owes something, else out of
         the index). No write when it is where it belongs; True when written."""
         account_id = stored.view.account.account_id
-        if due_at is not None:
-            sort_key: str | None = iso(due_at)
-        else:
-            sort_key = PARKED if owes(stored.view) else None
+        sort_key = due_sort_key(stored.view, due_at)
         if sort_key == stored.due_at:
             return False
         if sort_key is None:
@@ -1435,7 +1446,7 @@ class DynamoStore:
             update = "SET due_pk = :p, due_at = :d"
             values = {
                 ":v": _n(stored.version),
-                ":p": _s(f"DUE#{shard_of(account_id, self.shards)}"),
+                ":p": _s(self._due_pk(account_id)),
                 ":d": _s(sort_key),
             }
         key = account_key(account_id)
