@@ -6,7 +6,7 @@ level and a webhook level at one scheduled instant, runs the evaluator, then
 lets the real channel functions drain their queues through the local event
 source mapping. Only the delivery phase is measured: CPU time of the process
 (`time.process_time`, the handlers' work plus moto's) and AWS requests counted
-by botocore's event hooks (`dunning.aws.RequestCounter`), idempotency included.
+by botocore's event hooks (`dunning.aws.RequestCounter`), claims and outcomes included.
 
 Run: `.venv/bin/python -m benchmarks.actions [--accounts N]`.
 Last line: `actions: ddb_requests_per_email=<x> provider_calls_per_email=<x> ms_per_action=<x>`.

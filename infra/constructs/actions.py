@@ -2,8 +2,8 @@
 
 Each channel function consumes its own queue with partial batch responses
 and a per-channel maximum concurrency (the provider's sending rate is the
-limit, not Lambda). It reads and writes the domain table (freshness check,
-outcomes), keeps its idempotency records in their own table, and may reach
+limit, not Lambda). It reads and writes the domain table only (freshness
+check, claims on the actions' outbox records, outcomes), and may reach
 exactly one provider: SES as the configured identity (mail), SMS through SNS
 (sms), the integration endpoints' secrets (webhook).
 """
@@ -96,7 +96,6 @@ class Actions(Construct):
                 spec=spec,
                 settings={
                     "TABLE_NAME": data.table.table_name,
-                    "IDEMPOTENCY_TABLE_NAME": data.idempotency_table.table_name,
                     "SHARD_COUNT": str(config.shard_count),
                     "QUEUE_URL": queues.queue.queue_url,
                     "SENDER_EMAIL": config.sender_email,
@@ -110,7 +109,6 @@ class Actions(Construct):
                 description=f"delivers {channel.value} actions",
             )
             data.grant_table(fn.role, TABLE_ACTIONS, write=True)
-            data.grant_idempotency(fn.role)
             fn.function.add_event_source(
                 sources.SqsEventSource(
                     queues.queue,

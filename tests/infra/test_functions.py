@@ -157,7 +157,7 @@ def test_settings_environment_refuses_gaps_and_typos() -> None:
         settings_environment(ReportSettings, {"TABLE_NAME": "t", "SHARD_CONT": "1"})
     env = settings_environment(
         ActionSettings,
-        dict.fromkeys(("TABLE_NAME", "IDEMPOTENCY_TABLE_NAME", "SHARD_COUNT", "QUEUE_URL"), "1"),
+        dict.fromkeys(("TABLE_NAME", "SHARD_COUNT", "QUEUE_URL"), "1"),
     )
     assert env["ALLOW_INSECURE_LOOPBACK"] == "false"  # defaults written out, as env text
     assert ActionSettings.model_validate(env).ALLOW_INSECURE_LOOPBACK is False

@@ -7,6 +7,7 @@ has no ARN; the same policy denies every SNS ARN and pins the region).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -143,6 +144,22 @@ def test_each_role_has_only_its_own_capabilities(synth: Synth) -> None:
         assert "sqs:ChangeMessageVisibility" in roles[name]
     for actions in roles.values():
         assert "cloudwatch:PutMetricData" not in actions  # EMF goes through the logs
+
+
+def test_only_the_api_reaches_the_idempotency_table(synth: Synth) -> None:
+    # The channel functions keep exactly-once on the outbox records of the domain
+    # table; Powertools' idempotency table serves the API's Idempotency-Key.
+    stack = synth.stack
+    table = synth.logical_id(stack.data.idempotency_table)
+    reaching = {
+        f.spec.name
+        for f in stack.factory.functions
+        for policy, s in _statements(synth)
+        if s["Effect"] == "Allow"
+        and synth.logical_id(f.role) in _policy_roles(synth, policy)
+        and table in json.dumps(s["Resource"])
+    }
+    assert reaching == {"api"}
 
 
 def test_ses_send_is_scoped_to_the_identity_and_the_from_address(any_synth: Synth) -> None:

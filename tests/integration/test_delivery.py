@@ -474,11 +474,18 @@ def test_an_approved_action_goes_out_with_the_next_run_and_a_rejected_one_never(
 
 
 @contextmanager
-def failing(client: Any, operation: str, code: str, status: int = 400) -> Iterator[list[int]]:
-    """`client` answers every `operation` call with an error, as AWS would."""
+def failing(
+    client: Any, operation: str, code: str, status: int = 400, after: int = 0
+) -> Iterator[list[int]]:
+    """`client` answers every `operation` call after the first `after` with an
+    error, as AWS would; `calls` counts the refused ones."""
     calls: list[int] = []
+    passed: list[int] = []
 
-    def answer(**_: Any) -> tuple[Any, dict[str, Any]]:
+    def answer(**_: Any) -> tuple[Any, dict[str, Any]] | None:
+        if len(passed) < after:
+            passed.append(1)
+            return None
         calls.append(1)
         http = SimpleNamespace(status_code=status, headers={}, raw=None)
         return http, {
@@ -511,7 +518,7 @@ def _failed_ids(response: dict[str, Any]) -> set[str]:
     return {f["itemIdentifier"] for f in response["batchItemFailures"]}
 
 
-def test_an_outcome_that_cannot_be_written_fails_its_record_and_the_retry_records_it(
+def test_an_outcome_the_batch_write_refuses_is_written_in_a_transaction(
     cloud: LocalCloud,
 ) -> None:
     # Given two reminders queued
@@ -519,31 +526,58 @@ def test_an_outcome_that_cannot_be_written_fails_its_record_and_the_retry_record
     ingest(cloud, "acc-2", "en", 10)
     cloud.evaluate(AS_OF)
     messages = _receive(cloud, "email", 2)
-    # When DynamoDB refuses the outcome write after both emails went out
+    # When DynamoDB refuses the outcomes' BatchWriteItem after both emails went out
     with failing(aws.dynamodb(), "BatchWriteItem", "ProvisionedThroughputExceededException"):
         response = cloud.functions["mail"].invoke(_event(cloud, "email", messages))
-    # Then both records are reported failed (they stay in the queue) and nothing is recorded
-    assert _failed_ids(response) == {m["MessageId"] for m in messages}
-    assert len(sent_emails()) == 2
-    assert outcomes(cloud, "acc-1") == outcomes(cloud, "acc-2") == []
-    # When SQS delivers them again
-    result = cloud.deliver()["email"]
-    # Then nothing is sent twice, and each outcome is recorded once, with the
-    # provider's message id of the one send
-    assert (result.received, result.failed) == (2, 0)
+    # Then the same puts went in a transaction: both acknowledged, both recorded
+    assert _failed_ids(response) == set()
     assert len(sent_emails()) == 2
     provider_ids = {m.id for m in sent_emails()}
     for account_id in ("acc-1", "acc-2"):
         [delivered] = outcomes(cloud, account_id)
         assert delivered["kind"] == "action_delivered"
         assert delivered["provider_id"] in provider_ids
-    assert cloud.depth("email") == 0
-    # ... and one more duplicate rewrites the same event instead of adding one
+    # ... and a duplicate of one replays its outcome: no send, the same event rewritten
     sqs = aws.sqs()
     sqs.send_message(QueueUrl=cloud.urls["email"], MessageBody=messages[0]["Body"])
     cloud.deliver()
     assert len(sent_emails()) == 2
     assert len(outcomes(cloud, "acc-1")) == 1
+
+
+def test_an_outcome_that_cannot_be_written_fails_its_record_and_the_claim_holds(
+    cloud: LocalCloud,
+) -> None:
+    # Given two reminders queued
+    ingest(cloud, "acc-1", "en", 10)
+    ingest(cloud, "acc-2", "en", 10)
+    cloud.evaluate(AS_OF)
+    messages = _receive(cloud, "email", 2)
+    db = aws.dynamodb()
+    # When DynamoDB refuses both the batch write and the transaction of the outcomes
+    with (
+        failing(db, "BatchWriteItem", "ProvisionedThroughputExceededException"),
+        failing(db, "TransactWriteItems", "ProvisionedThroughputExceededException", after=1),
+    ):  # (the first transaction is the claim)
+        response = cloud.functions["mail"].invoke(_event(cloud, "email", messages))
+    # Then both records are reported failed (they stay in the queue) and nothing is recorded
+    assert _failed_ids(response) == {m["MessageId"] for m in messages}
+    assert len(sent_emails()) == 2
+    assert outcomes(cloud, "acc-1") == outcomes(cloud, "acc-2") == []
+    # When SQS delivers them again before the invocation's deadline
+    again = _receive(cloud, "email", 2)
+    response = cloud.functions["mail"].invoke(_event(cloud, "email", again))
+    # Then the claims hold: nothing is sent again, the records go back to the queue
+    assert _failed_ids(response) == {m["MessageId"] for m in again}
+    assert len(sent_emails()) == 2
+    assert outcomes(cloud, "acc-1") == outcomes(cloud, "acc-2") == []
+    # When the deadline has passed (the function's timeout), the retry claims them:
+    # at least once, as for an invocation that crashed after its sends
+    clock.use(lambda: AS_OF + timedelta(minutes=3))
+    cloud.deliver()
+    assert len(sent_emails()) == 4
+    assert [o["kind"] for o in outcomes(cloud, "acc-1")] == ["action_delivered"]
+    assert cloud.depth("email") == 0
 
 
 def test_with_too_little_time_left_every_record_goes_back_unsent(cloud: LocalCloud) -> None:
@@ -563,6 +597,48 @@ def test_with_too_little_time_left_every_record_goes_back_unsent(cloud: LocalClo
     # ... and an invocation with time to spare sends them
     cloud.deliver()
     assert len(sent_emails()) == 3
+
+
+def test_running_out_of_time_mid_batch_gives_back_the_unsent_claims(cloud: LocalCloud) -> None:
+    # Given three reminders queued, claimed together by one invocation
+    for i in range(3):
+        ingest(cloud, f"acc-{i}", "en", 10)
+    cloud.evaluate(AS_OF)
+    messages = _receive(cloud, "email", 3)
+    # When its time runs short after the first record (the claim and the first
+    # record see a minute left, then 5 s: under the 10 s margin)
+    left = iter([60_000, 60_000])
+    response = cloud.functions["mail"].invoke(
+        _event(cloud, "email", messages), remaining=lambda: next(left, 5_000)
+    )
+    # Then one email went out and the other two records came back unsent
+    assert len(_failed_ids(response)) == 2
+    assert len(sent_emails()) == 1
+    records = [
+        it["status"]["S"] for it in scan_items(cloud.store()) if it["SK"]["S"].startswith("OUTBOX#")
+    ]
+    assert sorted(records) == ["delivered", "queued", "queued"]  # given back, not held
+    # ... and the next invocation sends those two at once, each once
+    cloud.deliver()
+    assert len(sent_emails()) == 3
+    assert all(len(outcomes(cloud, f"acc-{i}")) == 1 for i in range(3))
+
+
+def test_a_message_whose_action_has_no_outbox_record_is_refused(
+    cloud: LocalCloud, logs: io.StringIO
+) -> None:
+    # Given a well-formed action message that no evaluator wrote (no outbox record)
+    ingest(cloud, "acc-1", "en", 10)
+    cloud.evaluate(AS_OF)
+    [body] = _receive_all(cloud, "email")
+    forged = {**json.loads(body), "action_id": "not-an-outbox-action"}
+    aws.sqs().send_message(QueueUrl=cloud.urls["email"], MessageBody=json.dumps(forged))
+    # When the email function drains its queue
+    cloud.deliver()
+    # Then it is never sent: it ends in the DLQ, with a line saying why
+    assert sent_emails() == []
+    assert cloud.depth("email", dlq=True) == 1
+    assert "no outbox record for this action id" in logs.getvalue()
 
 
 def test_an_action_id_reused_with_a_different_payload_is_refused(

@@ -25,7 +25,7 @@ from dunning.model import (
 )
 from dunning.store import ConflictError, DecisionTooLargeError, DynamoStore, StoredView
 from dunning.store.schema import PARKED, iso, shard_of
-from tests.builders import account, email, invoice, level, policy
+from tests.builders import account, action, email, invoice, level, policy
 from tests.integration.conftest import SHARDS, TABLE_NAME, Env
 from tests.integration.helpers import CapturedCalls, partition, raw_account, run_tasks
 
@@ -504,3 +504,37 @@ def test_a_level_with_only_a_future_step_keeps_the_account_in_the_index(env: Env
     assert "due_pk" in item
     assert item["due_at"]["S"] > iso(T0)
     assert env.store.query_due(shard_of(ACC, SHARDS), T0).items == []
+
+
+# ------------------------------------------------------ claims on the outbox
+
+
+def test_a_claim_is_one_deliverys_until_its_deadline_or_its_release(env: Env) -> None:
+    # Given two actions in the outbox, one queued, one still pending
+    store = env.store
+    first, second = action(action_id="act-1"), action(action_id="act-2", index=1)
+    store.batch_write(
+        [{"PutRequest": {"Item": store.outbox_item(a, pending=True)}} for a in (first, second)]
+    )
+    store.mark_queued([first], T0)
+    now, until = T0 + timedelta(minutes=1), T0 + timedelta(minutes=2)
+    # When one delivery claims both, then another tries before the deadline
+    assert store.claim([first, second], now, until, "inv-a") == [first, second]
+    assert store.claim([first, second], now + timedelta(seconds=30), until, "inv-b") == []
+    # Then the records are the first's, out of the outbox index (no sweep resends them)
+    _, records = store.delivery_state([first, second])
+    assert {r.status for r in records.values()} == {"sending"}
+    assert store.query_outbox(shard_of("acc-1", SHARDS), T0 + timedelta(days=1)) == []
+    # ... and a release by the other delivery gives nothing back; the owner's does
+    store.release([first], "inv-b")
+    assert store.delivery_state([first])[1]["act-1"].status == "sending"
+    store.release([first], "inv-a")
+    assert store.delivery_state([first])[1]["act-1"].status == "queued"
+    assert store.claim([first], now, until, "inv-b") == [first]
+    # ... and after its deadline a claim can be taken over (the owner may have crashed)
+    assert store.claim([second], until + timedelta(seconds=1), until, "inv-c") == [second]
+    # ... but never once an outcome is written
+    store.record_outcomes([(second, "delivered", "sent", "ses-1")], until)
+    assert store.claim([second], until + timedelta(days=1), until, "inv-d") == []
+    done = store.delivery_state([second])[1]["act-2"]
+    assert (done.status, done.provider_id, done.outcome_at) == ("delivered", "ses-1", until)

@@ -8,11 +8,15 @@ changes on the account (service status, write-off, manual task). Senders raise
 queue with backoff) or `PermanentSendError` (rejected address, invalid number,
 4xx: recorded as failed and acknowledged).
 
-`ChannelConsumer` makes that exactly-once per action id (Powertools
-idempotency) and records every outcome as an audit event before it
-acknowledges the message: a record whose outcome could not be written is
-reported failed, and its retry replays the saved result (no second send) and
-writes the outcome then.
+`ChannelConsumer` makes that exactly-once per action id on the action's own
+outbox record: it reads the batch's accounts and outbox records in one
+BatchGetItem, claims the unsent ones in one conditional transaction (`sending`
+until the invocation's deadline), sends, and writes every outcome (audit event
+and final outbox status, with the provider's message id) before it
+acknowledges the message. A duplicate message finds the final status and
+replays it without sending; one that arrives while another invocation holds the
+claim goes back to the queue; a claim left by a crashed invocation ends at its
+deadline, and the retry may claim it again.
 """
 
 from __future__ import annotations
@@ -21,10 +25,11 @@ import json
 import random
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
+from uuid import uuid4
 
 from aws_lambda_powertools.utilities.batch import (
     BatchProcessor,
@@ -33,15 +38,8 @@ from aws_lambda_powertools.utilities.batch import (
 )
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
-from aws_lambda_powertools.utilities.idempotency import (
-    BasePersistenceLayer,
-    IdempotencyConfig,
-    idempotent_function,
-)
-from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyValidationError
-from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import DataRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 
 from dunning.model import (
     AccountView,
@@ -52,7 +50,7 @@ from dunning.model import (
     InvoiceStatus,
 )
 from dunning.observability import count, logger
-from dunning.store import DynamoStore, StoredView
+from dunning.store import DynamoStore, OutboxRecord, StoredView
 
 ACTION = TypeAdapter(Action)
 
@@ -137,20 +135,26 @@ def backoff_seconds(receive_count: int, base: int = 30, rng: random.Random | Non
 class Delivery:
     """Delivers the actions of one SQS batch.
 
-    `preload` reads every account of the batch in one BatchGetItem; `deliver`
-    checks freshness against that view, sends, and applies the action's effect;
-    `record` writes the outcomes of the batch (audit events and outbox
-    statuses) in one BatchWriteItem. With Powertools idempotency (two writes)
-    that is about 2.2 DynamoDB requests per message.
+    `preload` reads every account and outbox record of the batch in one
+    BatchGetItem; `claim` takes the unsent ones in one conditional
+    transaction; `deliver` checks freshness against the view, sends, and
+    applies the action's effect; `record` writes the outcomes of the batch
+    (audit events and final outbox statuses) in one BatchWriteItem. About 0.4
+    DynamoDB requests per message in batches of ten.
     """
 
     def __init__(self, store: DynamoStore, senders: Mapping[ActionType, Sender]) -> None:
         self.store = store
         self.senders = dict(senders)
         self._views: dict[str, StoredView] = {}
+        self._outbox: dict[str, OutboxRecord] = {}
 
-    def preload(self, account_ids: Iterable[str]) -> None:
-        self._views = self.store.get_views(account_ids)
+    def preload(self, actions: Iterable[Action]) -> None:
+        self._views, self._outbox = self.store.delivery_state(list(actions))
+
+    def outbox(self, action_id: str) -> OutboxRecord | None:
+        """The action's outbox record as `preload` read it (None: there is none)."""
+        return self._outbox.get(action_id)
 
     def _view(self, account_id: str) -> StoredView:
         stored = self._views.get(account_id)
@@ -160,8 +164,7 @@ class Delivery:
         return stored
 
     def deliver(self, action: Action, now: datetime) -> DeliveryResult:
-        """Deliver once (the caller makes this idempotent on the action id and
-        records the result)."""
+        """Deliver once (the caller holds the action's claim and records the result)."""
         stored = self._view(action.account_id)
         reason = staleness(action, stored.view)
         if reason is not None:
@@ -179,9 +182,12 @@ class Delivery:
         return DeliveryResult(action.action_id, DeliveryOutcome.DELIVERED, "sent", provider_id)
 
     def record(
-        self, outcomes: Iterable[tuple[Action, DeliveryResult, datetime, datetime | None]]
+        self,
+        outcomes: Iterable[tuple[Action, DeliveryResult, datetime, datetime | None]],
+        *,
+        transaction: bool = False,
     ) -> None:
-        """Write outcomes as audit events and outbox statuses (idempotent puts).
+        """Write outcomes as audit events and final outbox statuses (idempotent puts).
 
         An action's events are keyed by the time given with it (the time of its
         delivery), so writing the same outcome again overwrites it. One write
@@ -201,15 +207,30 @@ class Delivery:
             if queued_at is not None:
                 queued[action.action_id] = queued_at
         for at, group in by_time.items():
-            self.store.record_outcomes(group, at, queued)
+            self.store.record_outcomes(group, at, queued, transaction=transaction)
 
 
-IDEMPOTENCY_TTL_S = 15 * 24 * 3600  # longer than the DLQ's 14 days of retention
 TIME_MARGIN_MS = 10_000
+# What must match between a message and the outbox record of its action id
+# for the message to be that action (the rest is its schedule and provenance).
+IDENTITY = ("type", "case_id", "level", "entry", "index", "template")
 
 
 class OutOfTimeError(Exception):
     """Too little time left in the invocation: the record goes back to the queue."""
+
+
+class InProgressError(Exception):
+    """Another invocation holds the action's claim: the record goes back to the queue."""
+
+
+class RefusedActionError(Exception):
+    """A message that is not an action of the outbox: never sent, never acknowledged
+    (it ends in the DLQ for a person to look at)."""
+
+
+def _identity(action: Action) -> tuple[object, ...]:
+    return tuple(getattr(action, name) for name in IDENTITY)
 
 
 def _queued_at(record: SQSRecord) -> datetime | None:
@@ -222,6 +243,13 @@ def _queued_at(record: SQSRecord) -> datetime | None:
         return None
 
 
+def _parse(body: str) -> Action:
+    message = json.loads(body)
+    if not isinstance(message, dict):
+        raise ValueError("an action message is a JSON object")
+    return ACTION.validate_python(message, strict=False)
+
+
 @dataclass(frozen=True, slots=True)
 class _Handled:
     """One record's outcome, waiting to be recorded at the end of the batch."""
@@ -230,26 +258,25 @@ class _Handled:
     action: Action
     result: DeliveryResult
     at: datetime
-    replayed: bool  # a duplicate message: the saved result of an earlier delivery
+    replayed: bool  # a duplicate message: the saved outcome of an earlier delivery
     queued_at: datetime | None  # when the evaluator queued it (message attribute)
 
 
 class ChannelConsumer:
-    """Consumes one channel queue: partial batch responses, idempotency on the
-    action id, a remaining-time check per record, backoff for transient errors.
+    """Consumes one channel queue: partial batch responses, exactly once per
+    action id (claims on the outbox records), a remaining-time check per record,
+    backoff for transient errors.
 
     An outcome is durable before its message is acknowledged: the outcomes of
-    the batch are written after the records are handled, and when that write
-    fails every record whose outcome it carried is reported failed. Its retry
-    finds the idempotency record completed, gets the saved result back without
-    sending again, and writes the outcome with the time saved in that result,
-    so a rewrite overwrites rather than duplicates.
+    the batch are written after the records are handled (a BatchWriteItem; when
+    that fails, a transaction of the same puts). When both fail, every record
+    whose outcome they carried is reported failed; the claims hold until the
+    invocation's deadline, so a retry before then sends nothing.
     """
 
     def __init__(
         self,
         delivery: Delivery,
-        persistence: BasePersistenceLayer,
         sqs: Any,
         queue_url: str,
         clock: Callable[[], datetime],
@@ -262,54 +289,40 @@ class ChannelConsumer:
         self.sqs = sqs
         self.queue_url = queue_url
         self.clock = clock
-        self.config = IdempotencyConfig(
-            event_key_jmespath="action_id",
-            payload_validation_jmespath="[type, case_id, level, entry, index, template]",
-            raise_on_no_idempotency_key=True,
-            expires_after_seconds=IDEMPOTENCY_TTL_S,
-            response_hook=_mark_replayed,
-        )
         self.processor = BatchProcessor(
             event_type=EventType.SQS, raise_on_entire_batch_failure=False
         )
 
-        def deliver_once(message: dict[str, Any], action: Action, at: datetime) -> dict[str, Any]:
-            # `message` is the idempotency payload; `action` is that message, validated.
-            result = self.delivery.deliver(action, self.clock())
-            return {
-                "outcome": result.outcome.value,
-                "reason": result.reason,
-                "provider_id": result.provider_id,
-                "at": at.isoformat(),
-            }
-
-        self._deliver_once: Callable[..., dict[str, Any]] = idempotent_function(
-            deliver_once,
-            data_keyword_argument="message",
-            persistence_store=persistence,
-            config=self.config,
-        )
-
     def handle(self, event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
-        self.config.register_lambda_context(context)
         batch_at = self.clock()
-        account_ids = set()
+        actions: dict[str, Action] = {}
         for record in event.get("Records", []):
             try:
-                account_ids.add(json.loads(record["body"])["account_id"])
-            except (ValueError, KeyError, TypeError):
+                actions[record["messageId"]] = _parse(record["body"])
+            except (ValueError, KeyError, TypeError, ValidationError):
                 continue  # a poison record fails on its own below
-        self.delivery.preload(account_ids)
-        handled: list[_Handled] = []
+        self.delivery.preload(actions.values())
+        token = _token(context)
+        claimed = self._claim(list(actions.values()), batch_at, context, token)
+        handled: dict[str, _Handled] = {}  # by action id: the first message of each
+        replays: list[_Handled] = []
+        unsent: dict[str, Action] = {}  # claimed, not sent: given back at the end
 
         def record_handler(record: SQSRecord) -> None:
+            action = actions.get(record.message_id) or _parse(record.body)  # poison: raises
+            if action.action_id in unsent:  # its first message in this batch went back
+                raise InProgressError("an earlier message of this action goes back to the queue")
+            first = handled.get(action.action_id)
+            if first is not None:  # the same action twice in one batch: one send
+                replays.append(replace(first, message_id=record.message_id, replayed=True))
+                return
             if context.get_remaining_time_in_millis() < TIME_MARGIN_MS:
+                if action.action_id in claimed:
+                    unsent[action.action_id] = action
                 raise OutOfTimeError("too little time left; the message goes back to the queue")
-            message = json.loads(record.body)
-            if not isinstance(message, dict):
-                raise ValueError("an action message is a JSON object")
-            action = ACTION.validate_python(message, strict=False)
-            handled.append(self._handle_one(record, message, action, batch_at))
+            handled[action.action_id] = self._handle_one(
+                record, action, batch_at, action.action_id in claimed, unsent
+            )
 
         response = process_partial_response(
             event=event,
@@ -317,23 +330,77 @@ class ChannelConsumer:
             processor=self.processor,
             context=context,
         )
-        self._report(handled)
+        if unsent:
+            self._release(list(unsent.values()), token)
+        done = [*handled.values(), *replays]
+        self._report(done)
+        return self._record(response, done)
+
+    def _claim(
+        self, actions: list[Action], batch_at: datetime, context: LambdaContext, token: str
+    ) -> set[str]:
+        """Claim the batch's unsent actions until the invocation's deadline (none
+        when too little time is left: every record then goes back unsent)."""
+        remaining = context.get_remaining_time_in_millis()
+        if remaining < TIME_MARGIN_MS:
+            return set()
+        wanted: dict[str, Action] = {}
+        for action in actions:
+            record = self.delivery.outbox(action.action_id)
+            if (
+                record is not None
+                and record.claimable(batch_at)
+                and _identity(record.action) == _identity(action)
+            ):
+                wanted[action.action_id] = action
+        until = batch_at + timedelta(milliseconds=remaining)
+        got = self.delivery.store.claim(list(wanted.values()), batch_at, until, token)
+        return {a.action_id for a in got}
+
+    def _release(self, actions: list[Action], token: str) -> None:
         try:
-            self.delivery.record((h.action, h.result, h.at, h.queued_at) for h in handled)
-        except Exception:
-            logger.exception(
-                "recording outcomes failed; their messages go back to the queue",
-                extra={"records": len(handled)},
-            )
-            return _failing(response, [h.message_id for h in handled])
-        return response
+            self.delivery.store.release(actions, token)
+        except Exception:  # the claims end at the deadline anyway
+            logger.exception("giving back claims failed", extra={"records": len(actions)})
 
     def _handle_one(
-        self, record: SQSRecord, message: dict[str, Any], action: Action, batch_at: datetime
+        self,
+        record: SQSRecord,
+        action: Action,
+        batch_at: datetime,
+        claimed: bool,
+        unsent: dict[str, Action],
     ) -> _Handled:
+        stored = self.delivery.outbox(action.action_id)
+        if stored is None:
+            logger.error(
+                "no outbox record for this action id; not sent",
+                extra={"message_id": record.message_id, "action_id": action.action_id},
+            )
+            raise RefusedActionError("no outbox record for this action id")
+        if _identity(stored.action) != _identity(action):
+            # The same action id with a different action: never sent, never
+            # acknowledged; it ends in the DLQ for a person to look at.
+            logger.error(
+                "action id reused with a different payload; not sent",
+                extra={"message_id": record.message_id, "action_id": action.action_id},
+            )
+            raise RefusedActionError("action id reused with a different payload")
+        if stored.status in OUTCOMES:  # delivered before: its outcome again, no send
+            result = DeliveryResult(
+                action.action_id,
+                DeliveryOutcome(stored.status),
+                stored.reason or "",
+                stored.provider_id,
+            )
+            at = stored.outcome_at or batch_at
+            return _Handled(record.message_id, action, result, at, True, _queued_at(record))
+        if not claimed:
+            raise InProgressError("another delivery holds this action's claim")
         try:
-            saved = self._deliver_once(message=message, action=action, at=batch_at)
+            result = self.delivery.deliver(action, self.clock())
         except TransientSendError as err:
+            unsent[action.action_id] = action
             receives = int(record.attributes.approximate_receive_count or 1)
             count(
                 "ActionOutcomes",
@@ -355,28 +422,30 @@ class ChannelConsumer:
                 VisibilityTimeout=backoff_seconds(receives, self.retry_base_s),
             )
             raise
-        except IdempotencyValidationError:
-            # The same action id with a different action: never sent, never
-            # acknowledged; it ends in the DLQ for a person to look at.
-            logger.error(
-                "action id reused with a different payload; not sent",
-                extra={"message_id": record.message_id, "action_id": action.action_id},
+        return _Handled(record.message_id, action, result, batch_at, False, _queued_at(record))
+
+    def _record(
+        self, response: PartialItemFailureResponse, done: list[_Handled]
+    ) -> PartialItemFailureResponse:
+        """Write the batch's outcomes; a record whose outcome is not written fails."""
+        outcomes = [(h.action, h.result, h.at, h.queued_at) for h in done]
+        try:
+            self.delivery.record(outcomes)
+            return response
+        except Exception:
+            logger.exception(
+                "recording outcomes failed; writing them in a transaction",
+                extra={"records": len(done)},
             )
-            raise
-        at = saved.get("at")
-        return _Handled(
-            message_id=record.message_id,
-            action=action,
-            result=DeliveryResult(
-                action.action_id,
-                DeliveryOutcome(saved["outcome"]),
-                str(saved["reason"]),
-                saved.get("provider_id"),
-            ),
-            at=datetime.fromisoformat(at) if at else batch_at,
-            replayed=bool(saved.get("replayed")),
-            queued_at=_queued_at(record),
-        )
+        try:
+            self.delivery.record(outcomes, transaction=True)
+            return response
+        except Exception:
+            logger.exception(
+                "recording outcomes failed; their messages go back to the queue",
+                extra={"records": len(done)},
+            )
+            return _failing(response, [h.message_id for h in done])
 
     def _report(self, handled: Iterable[_Handled]) -> None:
         """Log and count each outcome once: when it happened, not when replayed."""
@@ -405,11 +474,12 @@ class ChannelConsumer:
             count("ActionOutcomes", n, channel=self.channel.value, level=level, outcome=outcome)
 
 
-def _mark_replayed(response: Any, idempotent_data: DataRecord) -> Any:
-    """Idempotency response hook: a saved result is flagged as a replay."""
-    if isinstance(response, dict):
-        return {**response, "replayed": True}
-    return response
+OUTCOMES = frozenset(o.value for o in DeliveryOutcome)
+
+
+def _token(context: LambdaContext) -> str:
+    """The claim's owner: the invocation's request id."""
+    return str(getattr(context, "aws_request_id", "") or uuid4().hex)
 
 
 def _failing(

@@ -56,7 +56,7 @@ from dunning.model import (
     SuspensionStatus,
 )
 from dunning.money import minor_unit
-from dunning.store.dynamo import DynamoStore
+from dunning.store.dynamo import SENDING, DynamoStore
 from dunning.store.scan import count_due, scan_items
 
 REPORT_TYPES = ("case", "invoice", "payment", "suspension", "outbox")
@@ -307,7 +307,7 @@ def _outcome_at(record: _Outbox, at: datetime) -> str | None:
         if record.outcome_at is not None and record.outcome_at <= at:
             return record.status
         return "queued" if action.not_before <= at else "pending"
-    if record.status == "queued":
+    if record.status in ("queued", SENDING):  # claimed by a channel function: in flight
         if record.queued_at is None or record.queued_at <= at:
             return "queued"
         return "pending"

@@ -20,7 +20,6 @@ from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
 from botocore.exceptions import BotoCoreError, ClientError
 from jinja2 import TemplateError
 from pydantic import BaseModel, ConfigDict, TypeAdapter
@@ -60,7 +59,6 @@ from dunning.model import AccountView, Action, ActionType, Channel
 from dunning.observability import logger
 from dunning.settings import ActionSettings
 from dunning.store import DynamoStore, NotFoundError
-from dunning.store.schema import IDEMPOTENCY_TABLE
 
 # Error codes a provider returns for a request that will never succeed.
 _SES_PERMANENT = frozenset(
@@ -430,16 +428,9 @@ def build_channel_consumer(
 ) -> ChannelConsumer:
     """Production wiring of one channel function (built on first use)."""
     store = DynamoStore(aws.dynamodb(), settings.TABLE_NAME, settings.SHARD_COUNT)
-    persistence = DynamoDBPersistenceLayer(
-        table_name=settings.IDEMPOTENCY_TABLE_NAME,
-        key_attr=IDEMPOTENCY_TABLE.key,
-        expiry_attr=IDEMPOTENCY_TABLE.ttl_attribute,
-        boto3_client=aws.dynamodb(),
-    )
     delivery = Delivery(store, build_senders(channel, settings, store, clock))
     return ChannelConsumer(
         delivery,
-        persistence,
         aws.sqs(),
         settings.QUEUE_URL,
         clock,

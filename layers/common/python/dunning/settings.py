@@ -42,7 +42,6 @@ class ActionSettings(_Settings):
     """Settings of the three channel functions (email, sms, webhook)."""
 
     TABLE_NAME: str
-    IDEMPOTENCY_TABLE_NAME: str
     SHARD_COUNT: Annotated[int, Field(ge=1, le=1000)]
     QUEUE_URL: str  # the channel queue this function consumes
     SENDER_EMAIL: str = "billing@example.com"

@@ -83,6 +83,8 @@ ACTION = TypeAdapter(Action)
 EVENT = TypeAdapter(AuditEvent)
 APPROVAL = TypeAdapter(Approval)
 MAX_TRANSACTION_ITEMS = 100
+# An outbox record a channel function has claimed (`DynamoStore.claim`) and is delivering.
+SENDING = "sending"
 TEMPLATES_PK = "TEMPLATES"
 # A bulk write is one transaction: the account, then an invoice and its event each.
 MAX_BULK_INVOICES = (MAX_TRANSACTION_ITEMS - 1) // 2
@@ -260,6 +262,40 @@ def prune_view(view: AccountView) -> AccountView:
             "case_policy": None,
         }
     )
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRecord:
+    """An action's outbox record as the channel functions see it."""
+
+    action: Action
+    status: str  # pending, queued, sending, or the outcome: delivered, failed, skipped
+    claimed_until: str | None = None  # while `sending`: when the claim ends (iso)
+    outcome_at: datetime | None = None
+    reason: str | None = None
+    provider_id: str | None = None
+
+    def claimable(self, now: datetime) -> bool:
+        """Unsent, or claimed by a delivery whose claim has ended."""
+        if self.status in ("pending", "queued"):
+            return True
+        return self.status == SENDING and (self.claimed_until or "") < iso(now)
+
+    @staticmethod
+    def parse(item: Mapping[str, Any]) -> OutboxRecord:
+        def text(name: str) -> str | None:
+            value = item.get(name)
+            return str(value["S"]) if value else None
+
+        outcome_at = text("outcome_at")
+        return OutboxRecord(
+            action=ACTION.validate_json(item["action"]["S"]),
+            status=item["status"]["S"],
+            claimed_until=text("claimed_until"),
+            outcome_at=datetime.fromisoformat(outcome_at) if outcome_at else None,
+            reason=text("reason"),
+            provider_id=text("provider_id"),
+        )
 
 
 class DynamoStore:
@@ -1492,19 +1528,29 @@ class DynamoStore:
     def mark_queued(self, actions: Sequence[Action], now: datetime) -> int:
         """Outbox records of actions SQS accepted leave the outbox index: status
         `queued`, on the condition that it is still `pending`. The channel
-        function may already have written the outcome (it can run before this
-        call returns); that final status is kept, never overwritten. Conditional
-        updates go in transactions of up to 100; a cancelled one is retried
-        without the records whose condition failed. Returns the calls."""
+        function may already have claimed it or written the outcome (it can run
+        before this call returns); that status is kept, never overwritten.
+        Returns the calls."""
+        _done, calls = self._each_if(actions, lambda a: self._queued_update(a, now), "mark queued")
+        return calls
+
+    def _each_if(
+        self, actions: Sequence[Action], update: Callable[[Action], dict[str, Any]], what: str
+    ) -> tuple[list[Action], int]:
+        """One conditional write per action, in transactions of up to 100; a
+        cancelled one is retried without the actions whose condition failed.
+        Returns the actions written and the calls made."""
+        done: list[Action] = []
         calls = 0
         for start in range(0, len(actions), MAX_TRANSACTION_ITEMS):
             pending = list(actions[start : start + MAX_TRANSACTION_ITEMS])
             for _attempt in range(8):
                 calls += 1
                 try:
-                    self._transact([self._queued_update(a, now) for a in pending], "mark queued")
+                    self._transact([update(a) for a in pending], what)
+                    done += pending
                     pending = []
-                except ConflictError as err:  # final already (or gone): out; the rest again
+                except ConflictError as err:  # those whose condition failed: out; the rest again
                     pending = [
                         action
                         for action, reason in zip(pending, err.reasons, strict=True)
@@ -1515,17 +1561,18 @@ class DynamoStore:
                 if not pending:
                     break
             if pending:
-                raise RetryableError(f"{len(pending)} outbox records left unmarked after retries")
-        return calls
+                raise RetryableError(f"{what}: {len(pending)} records left after retries")
+        return done, calls
+
+    @staticmethod
+    def _outbox_key(action: Action) -> dict[str, Any]:
+        return {PK: _s(f"ACCOUNT#{action.account_id}"), SK: _s(f"OUTBOX#{action.action_id}")}
 
     def _queued_update(self, action: Action, now: datetime) -> dict[str, Any]:
         return {
             "Update": {
                 "TableName": self.table,
-                "Key": {
-                    PK: _s(f"ACCOUNT#{action.account_id}"),
-                    SK: _s(f"OUTBOX#{action.action_id}"),
-                },
+                "Key": self._outbox_key(action),
                 "UpdateExpression": f"SET #s = :q, queued_at = :t REMOVE {OUTBOX_PK}, {OUTBOX_AT}",
                 "ConditionExpression": "#s = :p",
                 "ExpressionAttributeNames": {"#s": "status"},
@@ -1545,17 +1592,96 @@ class DynamoStore:
         views = [self._stored(item) for item in self.batch_get(keys)]
         return {v.view.account.account_id: v for v in views}
 
+    def delivery_state(
+        self, actions: Sequence[Action]
+    ) -> tuple[dict[str, StoredView], dict[str, OutboxRecord]]:
+        """The accounts and the outbox records of a batch of actions, in one
+        BatchGetItem (per 100 keys), strongly consistent: views by account id,
+        outbox records by action id (absent when there is none)."""
+        accounts = [account_key(a) for a in sorted({x.account_id for x in actions})]
+        records = [self._outbox_key(a) for a in {x.action_id: x for x in actions}.values()]
+        views: dict[str, StoredView] = {}
+        outbox: dict[str, OutboxRecord] = {}
+        for item in self.batch_get(accounts + records):
+            sk = item[SK]["S"]
+            if sk.startswith("OUTBOX#"):
+                outbox[sk.removeprefix("OUTBOX#")] = OutboxRecord.parse(item)
+            else:
+                stored = self._stored(item)
+                views[stored.view.account.account_id] = stored
+        return views, outbox
+
+    def claim(
+        self, actions: Sequence[Action], now: datetime, until: datetime, token: str
+    ) -> list[Action]:
+        """Claim outbox records for delivery: `sending` until `until`, under
+        `token`, on the condition that the action is unsent (`pending` or
+        `queued`) or that an earlier claim has ended. Returns the actions claimed;
+        the others are someone else's now, or done."""
+        claimed, _calls = self._each_if(
+            actions, lambda a: self._claim_update(a, now, until, token), "claim actions"
+        )
+        return claimed
+
+    def _claim_update(
+        self, action: Action, now: datetime, until: datetime, token: str
+    ) -> dict[str, Any]:
+        return {
+            "Update": {
+                "TableName": self.table,
+                "Key": self._outbox_key(action),
+                "UpdateExpression": (
+                    f"SET #s = :c, claimed_until = :u, claim = :k REMOVE {OUTBOX_PK}, {OUTBOX_AT}"
+                ),
+                "ConditionExpression": "#s IN (:p, :q) OR (#s = :c AND claimed_until < :n)",
+                "ExpressionAttributeNames": {"#s": "status"},
+                "ExpressionAttributeValues": {
+                    ":c": _s(SENDING),
+                    ":u": _s(iso(until)),
+                    ":k": _s(token),
+                    ":p": _s("pending"),
+                    ":q": _s("queued"),
+                    ":n": _s(iso(now)),
+                },
+            }
+        }
+
+    def release(self, actions: Sequence[Action], token: str) -> None:
+        """Claims given back unsent (a transient failure, too little time left):
+        `queued` again, if the claim is still `token`'s."""
+        self._each_if(actions, lambda a: self._release_update(a, token), "release claims")
+
+    def _release_update(self, action: Action, token: str) -> dict[str, Any]:
+        return {
+            "Update": {
+                "TableName": self.table,
+                "Key": self._outbox_key(action),
+                "UpdateExpression": "SET #s = :q REMOVE claimed_until, claim",
+                "ConditionExpression": "#s = :c AND claim = :k",
+                "ExpressionAttributeNames": {"#s": "status"},
+                "ExpressionAttributeValues": {
+                    ":q": _s("queued"),
+                    ":c": _s(SENDING),
+                    ":k": _s(token),
+                },
+            }
+        }
+
     def record_outcomes(
         self,
         outcomes: Sequence[tuple[Action, str, str, str | None]],
         now: datetime,
         queued_at: Mapping[str, datetime] | None = None,
+        *,
+        transaction: bool = False,
     ) -> int:
-        """Audit events for delivery outcomes, and the outbox records' final status,
-        in BatchWriteItem calls (both are idempotent puts). Returns the calls.
-        `queued_at` (by action id) keeps when each record was queued: the put
-        replaces the record `mark_queued` wrote."""
-        requests: list[dict[str, Any]] = []
+        """Audit events for delivery outcomes, and the outbox records' final status
+        (with the provider's message id, to replay), in BatchWriteItem calls:
+        both are idempotent puts. With `transaction`, in TransactWriteItems of up
+        to 100 items instead (the fallback when a batch write failed). Returns the
+        calls. `queued_at` (by action id) keeps when each record was queued: the
+        put replaces the record `mark_queued` wrote."""
+        puts: list[dict[str, Any]] = []
         for action, outcome, reason, provider_id in outcomes:
             data: dict[str, Any] = {
                 "action_id": action.action_id,
@@ -1575,15 +1701,24 @@ class DynamoStore:
                 data=data,
                 actor=f"channel:{action.channel.value}",
             )
-            requests.append({"PutRequest": {"Item": self._event_put(event)["Put"]["Item"]}})
+            puts.append(self._event_put(event)["Put"]["Item"])
             record = self.outbox_item(action, pending=False)
             record["status"] = _s(outcome)
             record["outcome_at"] = _s(iso(now))
             record["reason"] = _s(reason)
+            if provider_id:
+                record["provider_id"] = _s(provider_id)
             if queued_at and action.action_id in queued_at:
                 record["queued_at"] = _s(iso(queued_at[action.action_id]))
-            requests.append({"PutRequest": {"Item": record}})
-        return self.batch_write(requests) if requests else 0
+            puts.append(record)
+        if not puts:
+            return 0
+        if not transaction:
+            return self.batch_write([{"PutRequest": {"Item": item}} for item in puts])
+        for start in range(0, len(puts), MAX_TRANSACTION_ITEMS):
+            chunk = puts[start : start + MAX_TRANSACTION_ITEMS]
+            self._transact([self._put(item) for item in chunk], "record outcomes")
+        return -(-len(puts) // MAX_TRANSACTION_ITEMS)
 
     def apply_action_effect(
         self, action: Action, now: datetime, stored: StoredView | None = None
