@@ -5,7 +5,8 @@ real handlers (dispatcher, shard worker, channel functions, API), a webhook
 receiver on 127.0.0.1. The demo plays the outside world against it:
 
 - the **billing system** creates accounts, sends monthly invoices and records
-  payments (and one bounced cheque) through the API;
+  payments (and one bounced cheque) through the API: the invoices of a moment,
+  and its payments, in batches (`POST /invoices/batch`, `/payments/batch`);
 - **customers** pay by their behaviour: on time, late, partly, after
   promising (kept or broken), or not at all;
 - **collectors** record promises to pay when a case reaches its second level,
@@ -26,7 +27,7 @@ import random
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -57,6 +58,7 @@ RUN_HOURS = (0, 8, 16)
 REVISION_DAYS_SOONER = 2  # the small-business ladder's revision, half way through
 # The outside world acts this long before a run (the revision included).
 REVISION_LEAD = timedelta(minutes=10)
+BATCH = 100  # invoices or payments per batch request (the API's limit)
 ZONES = ("Europe/Berlin", "America/New_York", "Asia/Tokyo", "Europe/London", "Australia/Sydney")
 CURRENCIES = {  # currency: (typical invoice, zone preference)
     "EUR": Decimal("89.90"),
@@ -194,6 +196,9 @@ class World:
         self.fraud: str | None = None
         self.excluded: str | None = None
         self.payments: dict[str, list[tuple[str, Decimal]]] = {}  # account -> payment ids
+        # The payments of the moment, in the order they were made, each with what
+        # to do with its result (its status): sent in batches by `settle`.
+        self.settlement: list[tuple[dict[str, Any], Callable[[int], None]]] = []
         self.kept: dict[str, tuple[date, Decimal]] = {}  # promise keepers: pay day, amount
         self.recovered: list[tuple[date, str, Decimal]] = []  # overdue money paid, by day
         self.revision: tuple[datetime, str, int] | None = None  # the policy version activated
@@ -208,6 +213,19 @@ class World:
         if response.status >= 500:
             raise RuntimeError(f"{method} {path}: {response.status} {response.text}")
         return response
+
+    def batches(self, kind: str, items: list[dict[str, Any]]) -> list[int]:
+        """`items` (invoices or payments, each with its account) through
+        `POST /<kind>/batch`, `BATCH` at a time; each item's status, in order."""
+        statuses: list[int] = []
+        for start in range(0, len(items), BATCH):
+            response = self.call(
+                "POST", f"/{kind}/batch", "billing", {kind: items[start : start + BATCH]}
+            )
+            if response.status != 200:  # a malformed batch: the demo's own mistake
+                raise RuntimeError(f"POST /{kind}/batch: {response.status} {response.text}")
+            statuses += [result["status"] for result in response.json()["results"]]
+        return statuses
 
     # -------------------------------------------------------- configuration
 
@@ -296,37 +314,39 @@ class World:
         """What customers already owe when the demo starts: the invoices of the
         last two months that the late and non-paying ones have not paid."""
         start = self.cfg.start.date()
-        for c in self.customers.values():
-            if c.behaviour is Behaviour.ON_TIME:
-                continue
+        invoices = [
             self._invoice(
                 c, f"{c.account_id}-open", start - timedelta(days=self.rng.randint(1, 60))
             )
+            for c in self.customers.values()
+            if c.behaviour is not Behaviour.ON_TIME
+        ]
+        self.batches("invoices", invoices)
 
     def bill(self, day: date) -> None:
         """Invoices issued today (monthly, on each customer's bill day)."""
-        for c in self.customers.values():
-            if day.day == c.bill_day:
-                self._invoice(c, f"{c.account_id}-{day:%Y%m}", day)
+        invoices = [
+            self._invoice(c, f"{c.account_id}-{day:%Y%m}", day)
+            for c in self.customers.values()
+            if day.day == c.bill_day
+        ]
+        self.batches("invoices", invoices)
 
-    def _invoice(self, c: Customer, invoice_id: str, day: date) -> None:
+    def _invoice(self, c: Customer, invoice_id: str, day: date) -> dict[str, Any]:
+        """An invoice the billing system issues: the customer owes it; its batch item."""
         due = day + timedelta(days=14)
         c.invoices.append((invoice_id, due, c.amount))
-        self.call(
-            "PUT",
-            f"/accounts/{c.account_id}/invoices/{invoice_id}",
-            "billing",
-            {
-                "invoice_id": invoice_id,
-                "currency": c.currency,
-                "amount": f"{c.amount:f}",
-                "issue_date": str(day),
-                "due_date": str(due),
-            },
-        )
+        return {
+            "account_id": c.account_id,
+            "invoice_id": invoice_id,
+            "currency": c.currency,
+            "amount": f"{c.amount:f}",
+            "issue_date": str(day),
+            "due_date": str(due),
+        }
 
     def pay(self, day: date, now: datetime) -> None:
-        """Customers pay by their behaviour."""
+        """Customers pay by their behaviour (sent by `settle`)."""
         for c in self.customers.values():
             for invoice_id, due, amount in c.invoices:
                 if invoice_id in c.paid:
@@ -367,23 +387,30 @@ class World:
     def _payment(
         self, c: Customer, payment_id: str, amount: Decimal, now: datetime, invoice_id: str
     ) -> None:
-        response = self.call(
-            "POST",
-            f"/accounts/{c.account_id}/payments",
-            "billing",
-            {
-                "payment_id": payment_id,
-                "currency": c.currency,
-                "amount": f"{amount:f}",
-                "received_at": now.isoformat(),
-                "invoice_ids": [invoice_id],
-            },
-        )
-        if response.status < 300:
-            self.payments.setdefault(c.account_id, []).append((payment_id, amount))
-            due = next((d for i, d, _ in c.invoices if i == invoice_id), None)
-            if due is not None and due < now.date():
-                self.recovered.append((now.date(), c.currency, amount))
+        def recorded(status: int) -> None:
+            if status < 300:
+                self.payments.setdefault(c.account_id, []).append((payment_id, amount))
+                due = next((d for i, d, _ in c.invoices if i == invoice_id), None)
+                if due is not None and due < now.date():
+                    self.recovered.append((now.date(), c.currency, amount))
+
+        body = {
+            "account_id": c.account_id,
+            "payment_id": payment_id,
+            "currency": c.currency,
+            "amount": f"{amount:f}",
+            "received_at": now.isoformat(),
+            "invoice_ids": [invoice_id],
+        }
+        self.settlement.append((body, recorded))
+
+    def settle(self) -> None:
+        """The billing system sends the payments of the moment, in batches, in the
+        order they were made (`pay`, then `keep_promises`)."""
+        pending, self.settlement = self.settlement, []
+        statuses = self.batches("payments", [body for body, _ in pending])
+        for (_, recorded), status in zip(pending, statuses, strict=True):
+            recorded(status)
 
     def bounce_one(self, now: datetime) -> None:
         """The bank returns one cheque: the billing system reverses the payment."""
@@ -510,19 +537,20 @@ class World:
                 continue
             c = self.customers[account_id]
             open_ids = [i for i, _, _ in c.invoices if i not in c.paid]
-            self.call(
-                "POST",
-                f"/accounts/{account_id}/payments",
-                "billing",
-                {
-                    "payment_id": f"{account_id}-promise-{when:%Y%m%d}",
-                    "currency": c.currency,
-                    "amount": f"{owed:f}",
-                    "received_at": now.isoformat(),
-                },
-            )
+            body = {
+                "account_id": account_id,
+                "payment_id": f"{account_id}-promise-{when:%Y%m%d}",
+                "currency": c.currency,
+                "amount": f"{owed:f}",
+                "received_at": now.isoformat(),
+            }
+            recovered = (day, c.currency, owed)
+
+            def kept(_status: int, entry: tuple[date, str, Decimal] = recovered) -> None:
+                self.recovered.append(entry)  # paid in full, whatever the answer said
+
+            self.settlement.append((body, kept))
             c.paid.update(open_ids)
-            self.recovered.append((day, c.currency, owed))
             del self.kept[account_id]
 
 
@@ -691,6 +719,7 @@ def _run_part(cfg: DemoConfig, part: int, parts: int) -> DemoResult:
                         if hour == 8:
                             world.pay(day, now)
                             world.keep_promises(day, now)
+                            world.settle()
                             if d == cfg.days // 3:
                                 world.bounce_one(now)
                             if d == cfg.days // 2:

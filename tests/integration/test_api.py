@@ -45,6 +45,18 @@ ROUTES: list[tuple[str, str, set[str], Any]] = [
     ("POST", "/accounts/acc-1/payments/p-none/reversal", BILL, {"reason": "bounced"}),
     (
         "POST",
+        "/invoices/batch",
+        BILL,
+        {"invoices": [{"account_id": "acc-1", **invoice_body("i", 3)}]},
+    ),
+    (
+        "POST",
+        "/payments/batch",
+        BILL,
+        {"payments": [{"account_id": "acc-1", **payment_body("p-8", "1.00")}]},
+    ),
+    (
+        "POST",
         "/accounts/acc-1/promises",
         COLLECT,
         {"promise_id": "pr-1", "case_id": "C-x", "amount": "1.00", "promised_date": "2026-11-10"},

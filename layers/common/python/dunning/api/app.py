@@ -15,24 +15,19 @@ from typing import Any
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.models import Server
-from pydantic import ValidationError
 
 from dunning.api.common import (
     JSON,
     ApiError,
     detail,
+    domain_error,
     error_response,
     field_path,
     pydantic_details,
 )
-from dunning.api.contracts import ErrorDetail
 from dunning.api.routes import analysis, billing, collectors, config, reading
-from dunning.collect import CollectorError
-from dunning.ledger import LedgerError
-from dunning.money import CurrencyMismatchError
 from dunning.observability import logger
-from dunning.selection import NoPolicyError
-from dunning.store import ConflictError, NotFoundError, RetryableError
+from dunning.store import RetryableError
 
 PREFIX = "/v1"
 TITLE = "Dunning API"
@@ -65,13 +60,8 @@ def _location(app: APIGatewayRestResolver, field: str) -> list[str | int] | None
     return None
 
 
-def _at(app: APIGatewayRestResolver, field: str | None, message: str) -> list[ErrorDetail]:
-    where = _location(app, field) if field else None
-    return [detail(where, message)] if where else []
-
-
 def _handle(err: Exception, app: APIGatewayRestResolver) -> Response[Any]:
-    """Domain and framework errors to HTTP, in one table."""
+    """Framework errors, then the domain's (`domain_error`, the one table), then 503/500."""
     if isinstance(err, ApiError):
         return error_response(err)
     if isinstance(err, RequestValidationError):
@@ -85,37 +75,9 @@ def _handle(err: Exception, app: APIGatewayRestResolver) -> Response[Any]:
         return error_response(
             ApiError(422, "validation_error", "the request is invalid", pydantic_details(errors))
         )
-    if isinstance(err, ValidationError):  # a domain model refused a value of the body
-        return error_response(
-            ApiError(
-                422,
-                "validation_error",
-                "the request is invalid",
-                pydantic_details(err.errors(), ["body"]),
-            )
-        )
-    if isinstance(err, NotFoundError | LookupError) and not isinstance(err, NoPolicyError):
-        return error_response(ApiError(404, "not_found", str(err).strip("'\"")))
-    if isinstance(err, ConflictError):
-        if err.precondition:
-            return error_response(ApiError(412, "precondition_failed", str(err)))
-        return error_response(ApiError(409, "conflict", str(err), _at(app, err.field, str(err))))
-    if isinstance(err, CollectorError):
-        if err.field:
-            return error_response(
-                ApiError(422, "validation_error", str(err), _at(app, err.field, str(err)))
-            )
-        return error_response(ApiError(409, "conflict", str(err)))
-    if isinstance(err, NoPolicyError):
-        return error_response(ApiError(409, "not_covered", str(err)))
-    if isinstance(err, CurrencyMismatchError):  # a payment in another currency than the account's
-        return error_response(
-            ApiError(422, "validation_error", str(err), [detail(["body", "currency"], str(err))])
-        )
-    if isinstance(err, LedgerError):
-        return error_response(
-            ApiError(422, "validation_error", str(err), [detail(["body"], str(err))])
-        )
+    mapped = domain_error(err, ["body"], lambda field: _location(app, field))
+    if mapped is not None:
+        return error_response(mapped)
     if isinstance(err, RetryableError):
         return error_response(
             ApiError(503, "unavailable", "try again shortly", headers={"Retry-After": "2"})

@@ -8,7 +8,8 @@
   are passed into the resolver's context per invocation (`app.append_context`),
   so routes never build their own adapters.
 - **Errors** have one shape everywhere: `{"code", "message", "details"}` with
-  the location of each problem; `raise_for()` maps domain errors in one table.
+  the location of each problem; `domain_error()` maps domain errors in one
+  table, for a request (`dunning.api.app`) and for each item of a batch.
 """
 
 from __future__ import annotations
@@ -27,11 +28,15 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import BaseRouter
 from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from aws_lambda_powertools.utilities.idempotency import BasePersistenceLayer
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from dunning.api.contracts import ErrorDetail, ErrorResponse
+from dunning.collect import CollectorError
 from dunning.evaluation import Decider, NextEvaluation
-from dunning.store import DynamoStore
+from dunning.ledger import LedgerError
+from dunning.money import CurrencyMismatchError
+from dunning.selection import NoPolicyError
+from dunning.store import ConflictError, DynamoStore, NotFoundError
 from dunning.store.config import ConfigStore
 
 JSON = "application/json"
@@ -120,6 +125,44 @@ def pydantic_details(
         )
         for err in errors
     ]
+
+
+def domain_error(
+    err: Exception,
+    body: list[str | int],
+    at: Callable[[str], list[str | int] | None],
+) -> ApiError | None:
+    """A domain error as the API answers it, in one table for every route and
+    for each item of a batch; None for what is no client's mistake (the caller
+    answers 503 or 500). `body` is where the request's body is (`["body"]`, or
+    `["body", "payments", 3]` for an item of a batch); `at` says where a field
+    an error names is (None: nowhere)."""
+
+    def located(field: str | None, message: str) -> list[ErrorDetail]:
+        where = at(field) if field else None
+        return [detail(where, message)] if where else []
+
+    if isinstance(err, ValidationError):  # a domain model refused a value of the body
+        return ApiError(
+            422, "validation_error", "the request is invalid", pydantic_details(err.errors(), body)
+        )
+    if isinstance(err, NotFoundError | LookupError) and not isinstance(err, NoPolicyError):
+        return ApiError(404, "not_found", str(err).strip("'\""))
+    if isinstance(err, ConflictError):
+        if err.precondition:
+            return ApiError(412, "precondition_failed", str(err))
+        return ApiError(409, "conflict", str(err), located(err.field, str(err)))
+    if isinstance(err, CollectorError):
+        if err.field:
+            return ApiError(422, "validation_error", str(err), located(err.field, str(err)))
+        return ApiError(409, "conflict", str(err))
+    if isinstance(err, NoPolicyError):
+        return ApiError(409, "not_covered", str(err))
+    if isinstance(err, CurrencyMismatchError):  # a payment in another currency than the account's
+        return ApiError(422, "validation_error", str(err), [detail([*body, "currency"], str(err))])
+    if isinstance(err, LedgerError):
+        return ApiError(422, "validation_error", str(err), [detail(body, str(err))])
+    return None
 
 
 def _error_content(description: str) -> dict[str, Any]:

@@ -44,6 +44,7 @@ from dunning.model import (
 )
 
 MAX_BULK_INVOICES = 49  # one transaction (dunning.store.dynamo.MAX_BULK_INVOICES)
+MAX_BATCH_ITEMS = 100  # the accounts one BatchGetItem reads
 MAX_PAGE = 100
 MAX_LIST_MEMBERS = 1000
 
@@ -185,6 +186,24 @@ class ReversalRequest(Contract):
     reason: Reason
 
 
+class BatchInvoiceRequest(InvoiceRequest):
+    account_id: Id = Field(description="The billing system's account id")
+
+
+class InvoiceBatchRequest(Contract):
+    invoices: Annotated[
+        list[BatchInvoiceRequest], Field(min_length=1, max_length=MAX_BATCH_ITEMS)
+    ] = Field(description=f"At most {MAX_BULK_INVOICES} of one account")
+
+
+class BatchPaymentRequest(PaymentRequest):
+    account_id: Id = Field(description="The billing system's account id")
+
+
+class PaymentBatchRequest(Contract):
+    payments: Annotated[list[BatchPaymentRequest], Field(min_length=1, max_length=MAX_BATCH_ITEMS)]
+
+
 class InvoiceResponse(Contract):
     invoice_id: str
     type: str
@@ -228,6 +247,43 @@ class PaymentResponse(Contract):
     )
     reversed_at: datetime | None = None
     reversal_reason: str | None = None
+
+
+class InvoiceBatchItemResponse(Contract):
+    index: int = Field(description="The invoice's place in the request, from 0")
+    account_id: str
+    invoice_id: str
+    status: Literal[200, 201, 404, 409] = Field(
+        description="As the single route would answer: 201 created, 200 stored already with "
+        "this body, 404 unknown account, 409 refused (another body under the id, another "
+        "currency)"
+    )
+    version: int | None = Field(description="The invoice's version; null when refused")
+    error: ErrorResponse | None = Field(description="Why it was refused; null when stored")
+
+
+class InvoiceBatchResponse(Contract):
+    results: list[InvoiceBatchItemResponse] = Field(description="One per invoice, in order")
+
+
+class PaymentBatchItemResponse(Contract):
+    index: int = Field(description="The payment's place in the request, from 0")
+    account_id: str
+    payment_id: str
+    status: Literal[200, 201, 404, 409, 422] = Field(
+        description="As the single route would answer: 201 recorded, 200 recorded already with "
+        "this body, 404 unknown account, 409 another body under the id, 422 what the account "
+        "refuses (an invoice or plan it does not have, another currency)"
+    )
+    version: int | None = Field(description="The payment's version; null when refused")
+    payment: PaymentResponse | None = Field(
+        description="The payment as stored (its allocations); null when refused"
+    )
+    error: ErrorResponse | None = Field(description="Why it was refused; null when recorded")
+
+
+class PaymentBatchResponse(Contract):
+    results: list[PaymentBatchItemResponse] = Field(description="One per payment, in order")
 
 
 # --------------------------------------------------------------- collectors

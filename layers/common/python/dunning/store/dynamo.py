@@ -25,7 +25,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from dunning.calendars import next_send_time, zone
 from dunning.engine import apply_decision
 from dunning.ids import stable_id
-from dunning.ledger import apply_payment, reverse_payment, spend_credit
+from dunning.ledger import LedgerError, apply_payment, reverse_payment, spend_credit
 from dunning.model import (
     OPEN_CASE_STATUSES,
     Account,
@@ -52,6 +52,7 @@ from dunning.model import (
     Suspension,
     SuspensionStatus,
 )
+from dunning.money import CurrencyMismatchError
 from dunning.store.errors import (
     ConflictError,
     DecisionTooLargeError,
@@ -116,6 +117,22 @@ def account_key(account_id: str) -> dict[str, Any]:
 def body_hash(model: BaseModel, exclude: set[str] | None = None) -> str:
     canonical = json.dumps(model.model_dump(mode="json", exclude=exclude), sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def invoice_digest(invoice: Invoice) -> str:
+    """What makes an invoice sent again under its id the same invoice: what the
+    billing system sent, not what payments and exclusions changed since."""
+    return body_hash(invoice, exclude={"version", "open_amount", "status", "plan_id"})
+
+
+def payment_digest(payment: Payment) -> str:
+    """What makes a payment sent again under its id the same payment."""
+    return body_hash(payment, exclude={"version", "allocations", "reversed_at"})
+
+
+# Items of one account's partition as a write reads them, by sort key
+# (`ACCOUNT`, `CREDIT`, `INVOICE#<id>`, `PAYMENT#<id>`).
+Read = Mapping[str, Mapping[str, Any]]
 
 
 # When an account must next be evaluated, given its new view and the write's
@@ -193,6 +210,26 @@ class BulkWriteResult:
     results: list[WriteResult]
     created: int
     version: int  # the account's version after the write
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentWrite:
+    """A payment as a batch recorded it: `created` False when it was stored
+    already with the same body (a resend)."""
+
+    payment: Payment
+    created: bool
+
+
+# What a payment of a batch may be refused for, as the single route refuses it
+# (404, 409, 422); anything else (throttling, a bug) stops the batch.
+PAYMENT_REFUSALS = (
+    NotFoundError,
+    ConflictError,
+    ValidationError,
+    CurrencyMismatchError,
+    LedgerError,
+)
 
 
 def _map_client_error(err: ClientError, what: str) -> Exception:
@@ -602,17 +639,24 @@ class DynamoStore:
         *,
         also: Callable[[AccountView], Mutation] | None = None,
         wake: Wake | None = None,
+        read: Read | None = None,
     ) -> BulkWriteResult:
         """Several invoices of one account in one transaction (at most
         `MAX_BULK_INVOICES`: the account, each invoice and its audit event).
 
         Each is idempotent by id as in `upsert_invoice`; a different body under
-        an existing id fails the whole request before anything is written.
+        an existing id fails the whole request before anything is written (the
+        conflict's `index` says which invoice).
         `also` changes the view with the new invoices in the same transaction
         (the exclusion lists that name them). The account's credit (overpayments)
         pays the open invoices at once, oldest due first, as the ledger would.
         The account is next due when `wake` says for its new view (the
         evaluator's next run when absent).
+
+        `read` is what the write reads first (the account, its credit and each
+        invoice, by sort key; a missing key is an item that does not exist),
+        when the caller read it already, strongly consistent, with other
+        accounts' (`upsert_invoice_batch`); a retry after a conflict reads again.
         """
         if not invoices:
             raise ValueError("no invoices")
@@ -621,16 +665,14 @@ class DynamoStore:
         account_id = invoices[0].account_id
         if any(i.account_id != account_id for i in invoices):
             raise ValueError("the invoices of one request belong to one account")
-        digests = [
-            body_hash(inv, exclude={"version", "open_amount", "status", "plan_id"})
-            for inv in invoices
-        ]
-        for _attempt in range(5):
-            keys = [account_key(account_id), self._credit_key(account_id)] + [
-                {PK: _s(f"ACCOUNT#{account_id}"), SK: _s(f"INVOICE#{i.invoice_id}")}
-                for i in invoices
-            ]
-            found = {it[SK]["S"]: it for it in self.batch_get(keys)}
+        digests = [invoice_digest(inv) for inv in invoices]
+        for attempt in range(5):
+            found: Read
+            if attempt == 0 and read is not None:
+                found = read
+            else:
+                keys = self._invoice_keys(account_id, [i.invoice_id for i in invoices])
+                found = {it[SK]["S"]: it for it in self.batch_get(keys)}
             account = found.get("ACCOUNT")
             if account is None:
                 raise NotFoundError(f"account {account_id} does not exist")
@@ -645,6 +687,7 @@ class DynamoStore:
                             f"invoice {inv.invoice_id} in {inv.currency} for an account in "
                             f"{stored.view.account.currency}",
                             field="currency" if len(invoices) == 1 else f"invoices.{n}.currency",
+                            index=n,
                         )
                     results.append(WriteResult(created=True, version=1))
                     fresh.append((inv, digest))
@@ -656,6 +699,7 @@ class DynamoStore:
                     raise ConflictError(
                         f"invoice {inv.invoice_id} exists with a different body",
                         field="invoice_id" if len(invoices) == 1 else f"invoices.{n}.invoice_id",
+                        index=n,
                     )
             if not fresh:
                 return BulkWriteResult(results, 0, stored.version)
@@ -724,6 +768,80 @@ class DynamoStore:
                 continue  # the account or an invoice changed meanwhile: read again
             return BulkWriteResult(results, len(fresh), stored.version + 1)
         raise ConflictError(f"account {account_id} keeps changing; try again")
+
+    def _invoice_keys(self, account_id: str, invoice_ids: Iterable[str]) -> list[dict[str, Any]]:
+        """What writing invoices of an account reads: the account, its credit, each invoice."""
+        return [account_key(account_id), self._credit_key(account_id)] + [
+            {PK: _s(f"ACCOUNT#{account_id}"), SK: _s(f"INVOICE#{i}")} for i in invoice_ids
+        ]
+
+    def _read_partitions(self, keys: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Items of several accounts, strongly consistent, in one BatchGetItem per
+        100 keys (a key named twice is read once): by account id, then sort key."""
+        unique = list({(k[PK]["S"], k[SK]["S"]): k for k in keys}.values())
+        found: dict[str, dict[str, Any]] = {}
+        for item in self.batch_get(unique):
+            account_id = item[PK]["S"].removeprefix("ACCOUNT#")
+            found.setdefault(account_id, {})[item[SK]["S"]] = item
+        return found
+
+    def upsert_invoice_batch(
+        self,
+        invoices: Sequence[Invoice],
+        now: datetime,
+        actor: str,
+        *,
+        also: Callable[[AccountView], Mutation] | None = None,
+        wake: Wake | None = None,
+    ) -> list[WriteResult | NotFoundError | ConflictError]:
+        """Invoices of many accounts: per account, in the order the accounts first
+        appear, its invoices in one transaction as `upsert_invoices` writes them
+        (at most `MAX_BULK_INVOICES` per account; each (account, invoice id) once).
+
+        Everything the writes read is read first, together: one strongly
+        consistent BatchGetItem per 100 keys (each account, its credit, each
+        invoice). An invoice its account refuses (another body under its id,
+        another currency) is answered with its `ConflictError` and the account's
+        other invoices are written without it; an unknown account answers
+        `NotFoundError` for each of its invoices; neither stops another account.
+        Throttling and the unexpected are raised: what was written stays written
+        (each write is idempotent, so the whole batch can be sent again).
+        Returns one result per invoice, in the order given.
+        """
+        by_account: dict[str, list[int]] = {}
+        for n, inv in enumerate(invoices):
+            by_account.setdefault(inv.account_id, []).append(n)
+        read = self._read_partitions(
+            key
+            for account_id, ns in by_account.items()
+            for key in self._invoice_keys(account_id, [invoices[n].invoice_id for n in ns])
+        )
+        out: dict[int, WriteResult | NotFoundError | ConflictError] = {}
+        for account_id, indexes in by_account.items():
+            pending = list(indexes)
+            while pending:
+                try:
+                    written = self.upsert_invoices(
+                        [invoices[n] for n in pending],
+                        now,
+                        actor,
+                        also=also,
+                        wake=wake,
+                        read=read.get(account_id, {}),
+                    )
+                except ConflictError as err:
+                    if err.index is None:  # the account kept changing: none was written
+                        out.update((n, err) for n in pending)
+                        break
+                    # That invoice is refused; the others are written without it.
+                    out[pending.pop(err.index)] = err
+                    continue
+                except NotFoundError as err:
+                    out.update((n, err) for n in pending)
+                    break
+                out.update(zip(pending, written.results, strict=True))
+                break
+        return [out[n] for n in range(len(invoices))]
 
     def get_invoices(self, account_id: str, invoice_ids: Iterable[str]) -> list[Invoice]:
         keys = [{PK: _s(f"ACCOUNT#{account_id}"), SK: _s(f"INVOICE#{i}")} for i in set(invoice_ids)]
@@ -860,25 +978,75 @@ class DynamoStore:
         The invoices and the plan it names must exist (else a `ValidationError`
         on `invoice_ids.<n>` / `plan_id`). What it brings beyond the open
         invoices is kept as the account's credit and pays the next invoices."""
-        digest = body_hash(payment, exclude={"version", "allocations", "reversed_at"})
-        sk = f"PAYMENT#{payment.payment_id}"
-        pk = f"ACCOUNT#{payment.account_id}"
-        for _attempt in range(5):
-            # One strongly consistent read: the payment (a replay?), the account, its credit.
-            found = {
-                it[SK]["S"]: it
-                for it in self.batch_get(
-                    [
-                        {PK: _s(pk), SK: _s(sk)},
-                        account_key(payment.account_id),
-                        self._credit_key(payment.account_id),
-                    ]
+        written, _ = self._record_payment(payment, now, actor, wake=wake)
+        return written.payment
+
+    def _payment_keys(self, payment: Payment) -> list[dict[str, Any]]:
+        """What recording a payment reads: the payment (a replay?), the account, its credit."""
+        return [
+            {PK: _s(f"ACCOUNT#{payment.account_id}"), SK: _s(f"PAYMENT#{payment.payment_id}")},
+            account_key(payment.account_id),
+            self._credit_key(payment.account_id),
+        ]
+
+    def record_payments(
+        self, payments: Sequence[Payment], now: datetime, actor: str, *, wake: Wake | None = None
+    ) -> list[PaymentWrite | Exception]:
+        """Payments of many accounts, one by one in the order given, each as
+        `record_payment` records it.
+
+        Everything they read is read first, together: one strongly consistent
+        BatchGetItem per 100 keys (each payment, its account, the account's
+        credit). A payment that follows another of its account starts from what
+        that one wrote, so nothing is read twice. A payment its account refuses
+        (`PAYMENT_REFUSALS`: unknown account, another body under its id, an
+        unknown invoice or plan, another currency) is answered with its error
+        and the next ones go on. Throttling and the unexpected are raised: what
+        was written stays written (each payment is idempotent, so the whole
+        batch can be sent again). Returns one result per payment, in order.
+        """
+        read = self._read_partitions(key for p in payments for key in self._payment_keys(p))
+        out: list[PaymentWrite | Exception] = []
+        for payment in payments:
+            try:
+                written, after = self._record_payment(
+                    payment, now, actor, wake=wake, read=read.get(payment.account_id, {})
                 )
-            }
+            except PAYMENT_REFUSALS as err:
+                out.append(err)
+                continue
+            read[payment.account_id] = after
+            out.append(written)
+        return out
+
+    def _record_payment(
+        self,
+        payment: Payment,
+        now: datetime,
+        actor: str,
+        *,
+        wake: Wake | None,
+        read: Read | None = None,
+    ) -> tuple[PaymentWrite, dict[str, Any]]:
+        """`record_payment`, starting from `read` (what `_payment_keys` names, and
+        maybe more of the account's items, by sort key) when given; a retry after
+        a conflict reads again. Returns the payment, and the items read with
+        what this write changed (the account, its credit, the payment): what
+        the account's next payment of a batch starts from."""
+        digest = payment_digest(payment)
+        sk = f"PAYMENT#{payment.payment_id}"
+        for attempt in range(5):
+            # One strongly consistent read: the payment (a replay?), the account, its credit.
+            found: dict[str, Any]
+            if attempt == 0 and read is not None:
+                found = dict(read)
+            else:
+                found = {it[SK]["S"]: it for it in self.batch_get(self._payment_keys(payment))}
             existing = found.get(sk)
             if existing is not None:
                 if existing["body_hash"]["S"] == digest:
-                    return Payment.model_validate_json(existing["body"]["S"])
+                    stored_payment = Payment.model_validate_json(existing["body"]["S"])
+                    return PaymentWrite(stored_payment, created=False), found
                 raise ConflictError(
                     f"payment {payment.payment_id} exists with a different body",
                     field="payment_id",
@@ -910,19 +1078,23 @@ class DynamoStore:
                 actor=actor,
             )
             due = wake(view, now) if wake is not None else now
+            account_put = self._account_put(
+                StoredView(view, stored.version, stored.policy_id), due, now
+            )
+            payment_put = self._put(
+                {
+                    PK: _s(f"ACCOUNT#{payment.account_id}"),
+                    SK: _s(sk),
+                    "type": _s("payment"),
+                    "body": _s(recorded.model_dump_json(exclude_defaults=True)),
+                    "body_hash": _s(digest),
+                    "version": _n(1),
+                },
+                "attribute_not_exists(PK)",
+            )
             items = [
-                self._account_put(StoredView(view, stored.version, stored.policy_id), due, now),
-                self._put(
-                    {
-                        PK: _s(f"ACCOUNT#{payment.account_id}"),
-                        SK: _s(sk),
-                        "type": _s("payment"),
-                        "body": _s(recorded.model_dump_json(exclude_defaults=True)),
-                        "body_hash": _s(digest),
-                        "version": _n(1),
-                    },
-                    "attribute_not_exists(PK)",
-                ),
+                account_put,
+                payment_put,
                 self._event_put(event),
                 *self._changed_children(stored.view, view),
                 *credit_items,
@@ -931,7 +1103,14 @@ class DynamoStore:
                 self._transact(items, "record payment")
             except ConflictError:
                 continue
-            return recorded
+            found["ACCOUNT"] = account_put["Put"]["Item"]
+            found[sk] = payment_put["Put"]["Item"]
+            for credit_item in credit_items:  # the credit as written
+                if "Put" in credit_item:
+                    found["CREDIT"] = credit_item["Put"]["Item"]
+                else:
+                    found.pop("CREDIT", None)
+            return PaymentWrite(recorded, created=True), found
         raise ConflictError(f"account {payment.account_id} keeps changing; try again")
 
     def reverse_payment(

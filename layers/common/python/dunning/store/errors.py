@@ -14,6 +14,8 @@ class ConflictError(StoreError):
 
     `precondition` is True when the caller's own expected version was stale
     (HTTP 412); otherwise the conflict is about the resource's state (409).
+    `index` says which item of a write of several (`upsert_invoices`) refused
+    it, when one did.
     """
 
     def __init__(
@@ -23,11 +25,13 @@ class ConflictError(StoreError):
         field: str | None = None,
         precondition: bool = False,
         reasons: list[dict[str, Any]] | None = None,
+        index: int | None = None,
     ) -> None:
         super().__init__(message)
         self.field = field
         self.precondition = precondition
         self.reasons = reasons or []
+        self.index = index
 
 
 class NotFoundError(StoreError):
