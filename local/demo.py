@@ -120,7 +120,7 @@ class Customer:
 
 @dataclass
 class DemoConfig:
-    accounts: int = 1500
+    accounts: int = 2000
     days: int = 120
     seed: int = 7
     out: Path | None = Path("report")
