@@ -518,14 +518,19 @@ def _failed_ids(response: dict[str, Any]) -> set[str]:
     return {f["itemIdentifier"] for f in response["batchItemFailures"]}
 
 
+def _two_reminders(cloud: LocalCloud) -> list[dict[str, Any]]:
+    """Two accounts' reminders, queued by a run and received from the email queue."""
+    ingest(cloud, "acc-1", "en", 10)
+    ingest(cloud, "acc-2", "en", 10)
+    cloud.evaluate(AS_OF)
+    return _receive(cloud, "email", 2)
+
+
 def test_an_outcome_the_batch_write_refuses_is_written_in_a_transaction(
     cloud: LocalCloud,
 ) -> None:
     # Given two reminders queued
-    ingest(cloud, "acc-1", "en", 10)
-    ingest(cloud, "acc-2", "en", 10)
-    cloud.evaluate(AS_OF)
-    messages = _receive(cloud, "email", 2)
+    messages = _two_reminders(cloud)
     # When DynamoDB refuses the outcomes' BatchWriteItem after both emails went out
     with failing(aws.dynamodb(), "BatchWriteItem", "ProvisionedThroughputExceededException"):
         response = cloud.functions["mail"].invoke(_event(cloud, "email", messages))
@@ -549,10 +554,7 @@ def test_an_outcome_that_cannot_be_written_fails_its_record_and_the_claim_holds(
     cloud: LocalCloud,
 ) -> None:
     # Given two reminders queued
-    ingest(cloud, "acc-1", "en", 10)
-    ingest(cloud, "acc-2", "en", 10)
-    cloud.evaluate(AS_OF)
-    messages = _receive(cloud, "email", 2)
+    messages = _two_reminders(cloud)
     db = aws.dynamodb()
     # When DynamoDB refuses both the batch write and the transaction of the outcomes
     with (
