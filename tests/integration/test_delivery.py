@@ -8,10 +8,13 @@ mapping.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import itertools
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -20,6 +23,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from moto.ses.models import ses_backends
 from moto.sns.models import sns_backends
 
@@ -52,6 +57,7 @@ from local.portfolio import THRESHOLDS, standard_calendar, standard_policies
 from local.receiver import WebhookReceiver
 from local.runtime import sqs_record
 from tests.builders import action
+from tests.unit.strategies import examples
 
 # A Tuesday, 10:00 UTC: inside sending hours in Berlin, Paris and London.
 AS_OF = datetime(2026, 11, 3, 10, 0, tzinfo=UTC)
@@ -987,3 +993,114 @@ def _receive_all(stack: LocalCloud, queue: str) -> list[str]:
 
 def _action(body: str) -> Action:
     return ACTION.validate_json(body)
+
+
+# ------------------------------------ exactly once, whatever the deliveries
+
+_examples = itertools.count()
+# What the queue and the function may do between the run and the end.
+STEP = st.one_of(
+    st.tuples(st.just("duplicate"), st.integers(0, 2)),  # SQS delivers a message again
+    st.tuples(  # the function takes up to n visible messages, in one of four conditions
+        st.just("invoke"),
+        st.sampled_from(["ok", "short", "batch_fails", "both_fail"]),
+        st.integers(1, 4),
+    ),
+    st.just(("deadline", 0)),  # time passes beyond every claim's deadline
+)
+
+
+@settings(
+    max_examples=examples(25),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(steps=st.lists(STEP, max_size=7))
+def test_each_action_goes_out_once_whatever_the_duplicates_and_failures(
+    aws_env: None, steps: list[tuple[str, Any, ...]]
+) -> None:
+    """Duplicates, invocations short of time, outcome writes refused once or
+    twice, claims outliving their invocation: each action has one outcome, and a
+    second send happens only after a send whose outcome could not be written
+    (the documented at-least-once window)."""
+    n = next(_examples)
+    now = [AS_OF + timedelta(minutes=1)]
+    clock.use(lambda: now[0])
+    try:
+        stack = LocalCloud(name=f"once-{n}", shards=2, visibility_timeout_s=0).create()
+        store = stack.store()
+        for p in standard_policies():
+            store.put_policy(p, "admin", AS_OF - timedelta(days=200))
+            store.activate_policy(p.policy_id, p.version)
+        store.put_calendar(standard_calendar())
+        store.put_rules([], "consumer")
+        accounts = [f"once-{n}-{i}" for i in range(3)]
+        for account_id in accounts:
+            ingest(stack, account_id, "en", 10)
+        stack.evaluate(AS_OF)
+        bodies = _receive_all(stack, "email")
+        assert len(bodies) == 3
+        sqs, url = aws.sqs(), stack.urls["email"]
+        for body in bodies:
+            sqs.send_message(QueueUrl=url, MessageBody=body)
+
+        def sends() -> Counter[str]:
+            to = {f"{a}@example.com": a for a in accounts}
+            return Counter(
+                to[d] for m in sent_emails() for d in m.destinations["ToAddresses"] if d in to
+            )
+
+        # Sends an account may see: one, plus one per send whose outcome write
+        # failed twice, once that send's claim has ended (not before).
+        allowed = Counter(accounts)
+        lost: Counter[str] = Counter()  # such sends whose claims still hold
+        for step, arg, *rest in steps:
+            if step == "duplicate":
+                sqs.send_message(QueueUrl=url, MessageBody=bodies[arg])
+            elif step == "deadline":
+                now[0] += timedelta(minutes=2)
+                allowed += lost
+                lost.clear()
+            else:
+                messages = sqs.receive_message(
+                    QueueUrl=url, MaxNumberOfMessages=rest[0], AttributeNames=["All"]
+                ).get("Messages", [])
+                if not messages:
+                    continue
+                # short: a minute left for the claim and the first record, then 5 s
+                left = iter([60_000, 60_000])
+                remaining = (lambda it=left: next(it, 5_000)) if arg == "short" else None
+                before = sends()
+                db = aws.dynamodb()
+                with contextlib.ExitStack() as faults:
+                    if arg in ("batch_fails", "both_fail"):
+                        faults.enter_context(failing(db, "BatchWriteItem", "ThrottlingException"))
+                    if arg == "both_fail":  # (the first transaction is the claim)
+                        faults.enter_context(
+                            failing(db, "TransactWriteItems", "ThrottlingException", after=1)
+                        )
+                    response = stack.functions["mail"].invoke(
+                        _event(stack, "email", messages), remaining=remaining
+                    )
+                if arg == "both_fail":
+                    lost += sends() - before
+                assert all(sends()[a] <= allowed[a] for a in accounts), (sends(), allowed)
+                for m in messages:
+                    if m["MessageId"] not in _failed_ids(response):
+                        sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+        # When every claim has ended and the queue is drained
+        now[0] += timedelta(minutes=2)
+        allowed += lost
+        stack.deliver()
+        # Then each action has one outcome (or its messages wait in the DLQ for a
+        # person: five receives while its claim was held) ...
+        dead = stack.depth("email", dlq=True)
+        for account_id in accounts:
+            recorded = outcomes(stack, account_id)
+            assert len(recorded) <= 1
+            assert len(recorded) == 1 or dead > 0
+        # ... and went out once, or again only after a send whose outcome was lost
+        assert all(sends()[a] <= allowed[a] for a in accounts), (sends(), allowed)
+        assert all(sends()[a] >= 1 for a in accounts if outcomes(stack, a))
+    finally:
+        clock.use(None)
