@@ -26,7 +26,7 @@ from moto import mock_aws
 from dunning import aws, clock
 from dunning.model import Account, Invoice
 from local.cloud import LOCAL_ENV, LocalCloud
-from local.portfolio import standard_calendar, standard_policies
+from local.portfolio import seed_book
 from local.receiver import WebhookReceiver
 
 AS_OF = datetime(2026, 11, 3, 10, 0, tzinfo=UTC)  # a Tuesday, 11:00 in Berlin
@@ -37,11 +37,7 @@ LEVELS = {"email": 10, "sms": 40, "webhook": 45}
 
 def seed(stack: LocalCloud, per_channel: int) -> None:
     store = stack.store()
-    for p in standard_policies():
-        store.put_policy(p, "admin", AS_OF - timedelta(days=200))
-        store.activate_policy(p.policy_id, p.version)
-    store.put_calendar(standard_calendar())
-    store.put_rules([], "consumer")
+    seed_book(store, AS_OF)
     before = AS_OF - timedelta(days=1)
     for channel, days in LEVELS.items():
         for i in range(per_channel):

@@ -29,6 +29,7 @@ from dunning.model import (
     Policy,
     PolicyRule,
 )
+from dunning.store import DynamoStore
 
 ZONES = ("Europe/Berlin", "America/New_York", "Asia/Tokyo", "Australia/Sydney", "Europe/London")
 CURRENCIES = (("EUR", "100.00"), ("USD", "120.00"), ("JPY", "15000"), ("GBP", "90.00"))
@@ -146,6 +147,17 @@ def standard_calendar() -> Calendar:
             {date(2026, 12, 24), date(2026, 12, 25), date(2026, 12, 26), date(2027, 1, 1)}
         ),
     )
+
+
+def seed_book(store: DynamoStore, at: datetime) -> None:
+    """The standard policies (active, created 200 days before `at`), the standard
+    calendar and no selection rules (everyone on `consumer`), written straight to
+    an empty table: the set-up of tests and benchmarks."""
+    for p in standard_policies():
+        store.put_policy(p, "admin", at - timedelta(days=200))
+        store.activate_policy(p.policy_id, p.version)
+    store.put_calendar(standard_calendar())
+    store.put_rules([], "consumer")
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ import pytest
 from dunning import clock
 from local.apigw import ApiClient, ApiResponse
 from local.cloud import LocalCloud
-from local.portfolio import standard_calendar, standard_policies
+from local.portfolio import seed_book
 
 # A Tuesday, 10:00 UTC.
 NOW = datetime(2026, 11, 3, 10, 0, tzinfo=UTC)
@@ -40,12 +40,7 @@ class Api:
 
 
 def seed_configuration(stack: LocalCloud) -> None:
-    store = stack.store()
-    for p in standard_policies():
-        store.put_policy(p, "admin", NOW - timedelta(days=200))
-        store.activate_policy(p.policy_id, p.version)
-    store.put_calendar(standard_calendar())
-    store.put_rules([], "consumer")
+    seed_book(stack.store(), NOW)
 
 
 def account_body(**kw: Any) -> dict[str, Any]:

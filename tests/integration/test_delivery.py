@@ -53,7 +53,7 @@ from dunning.senders import PolicyLocales, SecretsCache, SnsSmsSender, _parse_se
 from dunning.store.scan import scan_items
 from dunning.store.schema import iso
 from local.cloud import LocalCloud
-from local.portfolio import THRESHOLDS, standard_calendar, standard_policies
+from local.portfolio import THRESHOLDS, seed_book
 from local.receiver import WebhookReceiver
 from local.runtime import sqs_record
 from tests.builders import action
@@ -104,12 +104,7 @@ def cloud(aws_env: None, receiver: WebhookReceiver) -> Iterator[LocalCloud]:
     ).create()
     for endpoint, secret in stack.secrets.items():
         receiver.secrets[f"/{endpoint}"] = [secret]
-    store = stack.store()
-    for p in standard_policies():
-        store.put_policy(p, "admin", AS_OF - timedelta(days=200))
-        store.activate_policy(p.policy_id, p.version)
-    store.put_calendar(standard_calendar())
-    store.put_rules([], "consumer")
+    seed_book(stack.store(), AS_OF)
     yield stack
     clock.use(None)
 
@@ -1028,12 +1023,7 @@ def test_each_action_goes_out_once_whatever_the_duplicates_and_failures(
     clock.use(lambda: now[0])
     try:
         stack = LocalCloud(name=f"once-{n}", shards=2, visibility_timeout_s=0).create()
-        store = stack.store()
-        for p in standard_policies():
-            store.put_policy(p, "admin", AS_OF - timedelta(days=200))
-            store.activate_policy(p.policy_id, p.version)
-        store.put_calendar(standard_calendar())
-        store.put_rules([], "consumer")
+        seed_book(stack.store(), AS_OF)
         accounts = [f"once-{n}-{i}" for i in range(3)]
         for account_id in accounts:
             ingest(stack, account_id, "en", 10)
