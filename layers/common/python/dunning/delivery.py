@@ -51,6 +51,7 @@ from dunning.model import (
 )
 from dunning.observability import count, logger
 from dunning.store import DynamoStore, OutboxRecord, StoredView
+from dunning.store.dynamo import OUTCOMES
 
 ACTION = TypeAdapter(Action)
 
@@ -472,9 +473,6 @@ class ChannelConsumer:
             )
         for (level, outcome), n in sorted(tally.items()):
             count("ActionOutcomes", n, channel=self.channel.value, level=level, outcome=outcome)
-
-
-OUTCOMES = frozenset(o.value for o in DeliveryOutcome)
 
 
 def _token(context: LambdaContext) -> str:

@@ -56,11 +56,10 @@ from dunning.model import (
     SuspensionStatus,
 )
 from dunning.money import minor_unit
-from dunning.store.dynamo import SENDING, DynamoStore
+from dunning.store.dynamo import OUTCOMES, SENDING, DynamoStore
 from dunning.store.scan import count_due, scan_items
 
 REPORT_TYPES = ("case", "invoice", "payment", "suspension", "outbox")
-OUTCOMES = ("delivered", "failed", "skipped")
 ZERO = Decimal(0)
 _ACTION = TypeAdapter(Action)
 _OPEN_STATUS_VALUES = frozenset(s.value for s in OPEN_CASE_STATUSES)

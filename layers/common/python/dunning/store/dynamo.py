@@ -86,6 +86,8 @@ APPROVAL = TypeAdapter(Approval)
 MAX_TRANSACTION_ITEMS = 100
 # An outbox record a channel function has claimed (`DynamoStore.claim`) and is delivering.
 SENDING = "sending"
+# The final statuses of an outbox record: the delivery's outcome (`record_outcomes`).
+OUTCOMES = frozenset({"delivered", "failed", "skipped"})
 TEMPLATES_PK = "TEMPLATES"
 # A bulk write is one transaction: the account, then an invoice and its event each.
 MAX_BULK_INVOICES = (MAX_TRANSACTION_ITEMS - 1) // 2
@@ -1682,8 +1684,7 @@ class DynamoStore:
 
     def outbox_item(self, action: Action, *, pending: bool) -> dict[str, Any]:
         item: dict[str, Any] = {
-            PK: _s(f"ACCOUNT#{action.account_id}"),
-            SK: _s(f"OUTBOX#{action.action_id}"),
+            **self._outbox_key(action),
             "type": _s("outbox"),
             "action": _s(ACTION.dump_json(action).decode()),
             "status": _s("pending" if pending else "queued"),
