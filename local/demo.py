@@ -158,7 +158,7 @@ class DemoResult:
 class Progress:
     def __init__(self, total: int, enabled: bool) -> None:
         self.total = total
-        self.enabled = (enabled and sys.stderr.isatty()) or enabled == "always"
+        self.enabled = enabled and sys.stderr.isatty()
         self.started = time.monotonic()
 
     def show(self, done: int, note: str) -> None:

@@ -174,8 +174,8 @@ def _buckets(table: Table) -> dict[str, dict[Any, dict[tuple[Any, Any], Item]]]:
             for key in index.schema:
                 if key["KeyType"] == "HASH":
                     found.setdefault(key["AttributeName"], {})
-        table._dunning_buckets = found  # type: ignore[attr-defined]
-        table._dunning_where = {}  # type: ignore[attr-defined]
+        table._dunning_buckets = found
+        table._dunning_where = {}
         for item in _original["all_items"](table):
             _reindex(table, _key(item), item)
     return found
@@ -185,7 +185,7 @@ def _reindex(table: Table, key: tuple[Any, Any], item: Item | None) -> None:
     buckets = getattr(table, "_dunning_buckets", None)
     if buckets is None:
         return  # no index query yet: built from the table on the first one
-    where: dict[tuple[Any, Any], list[tuple[str, Any]]] = table._dunning_where  # type: ignore[attr-defined]
+    where: dict[tuple[Any, Any], list[tuple[str, Any]]] = table._dunning_where
     for attr, value in where.pop(key, []):
         buckets[attr].get(value, {}).pop(key, None)
     if item is None:
@@ -435,11 +435,14 @@ def _cast_value(self: DynamoType) -> Any:
 
 def _size(self: DynamoType) -> int:
     kind = self.type
+    size: int
     if kind == "S":
-        return bytesize(self.value)
+        size = bytesize(self.value)
+        return size
     if kind == "N":
-        return number_size(str(self.value))
-    size: int = _original["size"](self)
+        size = number_size(str(self.value))
+        return size
+    size = _original["size"](self)
     return size
 
 
@@ -451,7 +454,7 @@ def _item_size(self: Item) -> int:
     size: int | None = self.__dict__.get("_dunning_size")
     if size is None:
         size = sum(bytesize(key) + _size(value) for key, value in self.attrs.items())
-        self._dunning_size = size  # type: ignore[attr-defined]
+        self._dunning_size = size
     return size
 
 
@@ -469,7 +472,7 @@ def _item_init(
     if total > 405000:  # moto's limit (LimitedSizeDict)
         raise ItemSizeTooLarge
     self.attrs = built
-    self._dunning_size = total  # type: ignore[attr-defined]
+    self._dunning_size = total
 
 
 def _node_deepcopy(self: Any, memo: dict[int, Any]) -> Any:
@@ -520,7 +523,7 @@ def _item_deepcopy(self: Item, memo: dict[int, Any]) -> Item:
     result.attrs = attrs
     size = self.__dict__.get("_dunning_size")
     if size is not None:
-        result._dunning_size = size  # type: ignore[attr-defined]
+        result._dunning_size = size
     return result
 
 
@@ -536,7 +539,8 @@ def _random_string(
 
 def _receipt_handle() -> str:
     """moto's SQS receipt handle (185 lower-case letters), drawn in one call."""
-    return sqs_models.random.get_random_string(185, include_digits=False, lower_case=True)  # type: ignore[attr-defined]
+    handle: str = sqs_models.random.get_random_string(185, include_digits=False, lower_case=True)
+    return handle
 
 
 def _within_retention(self: sqs_models.SQSBackend, queue_name: str, message: Any) -> bool:
@@ -657,7 +661,7 @@ def _from_primitives(
         body = body.encode("utf-8")
     parts = urlsplit(url)
     if not isinstance(body, bytes) or not body or parts.path != "/" or parts.query:
-        return _original["from_primitives"].__func__(cls, method, url, headers, body)  # type: ignore[no-any-return]
+        return _original["from_primitives"].__func__(cls, method, url, headers, body)
     host = parts.netloc
     name, _, port = host.partition(":")
     environ: dict[str, Any] = {
@@ -706,7 +710,7 @@ def _handler_for(url: str) -> Any:
     """The handler moto's stubber would call for a URL (its own lookup)."""
     for service, pattern in backend_index.backend_url_patterns:
         if pattern.match(url):
-            accounts = backends.get_backend(service)[DEFAULT_ACCOUNT_ID]  # type: ignore[call-overload]
+            accounts = backends.get_backend(service)[DEFAULT_ACCOUNT_ID]
             backend = accounts["us-east-1"] if "us-east-1" in accounts else accounts["aws"]
             for pattern_url, method in backend.urls.items():
                 if re.compile(pattern_url).match(url):
@@ -760,7 +764,7 @@ def install() -> None:
     """Replace moto's transaction rollback with the item-level one, give its
     secondary-index queries a partition map, and cache its per-request work
     (idempotent). Also installs the cached SigV4 signer (`local.signing`)."""
-    DynamoDBBackend.transact_write_items = _transact_write_items  # type: ignore[method-assign]
+    DynamoDBBackend.transact_write_items = _transact_write_items
     signing.install()
     if _original:
         return
@@ -775,7 +779,7 @@ def install() -> None:
         camelcase=moto_responses.camelcase_to_underscores,
         make_update=UpdateExpressionParser.make,
         project=Item.project,
-        cast_value=DynamoType.cast_value.fget,  # type: ignore[attr-defined]
+        cast_value=DynamoType.cast_value.fget,
         size=DynamoType.size,
         lex=ConditionExpressionParser._lex_condition_expression,
         parse_condition=ConditionExpressionParser.parse,
@@ -789,32 +793,32 @@ def install() -> None:
         within_retention=sqs_models.SQSBackend.is_message_valid_based_on_retention_period,
         item_deepcopy=Item.__deepcopy__,
     )
-    Table.put_item = _put  # type: ignore[method-assign]
-    Table.delete_item = _delete  # type: ignore[method-assign]
-    DynamoDBBackend.update_item = _update  # type: ignore[method-assign]
-    Table.all_items = _all_items  # type: ignore[method-assign]
-    Table.query = _query  # type: ignore[method-assign]
-    ActionResult.execute_result = _execute_result  # type: ignore[method-assign]
-    moto_responses.method_names_from_class = _method_names  # type: ignore[assignment]
+    Table.put_item = _put
+    Table.delete_item = _delete
+    DynamoDBBackend.update_item = _update
+    Table.all_items = _all_items
+    Table.query = _query
+    ActionResult.execute_result = _execute_result
+    moto_responses.method_names_from_class = _method_names
     moto_responses.camelcase_to_underscores = _snake
-    UpdateExpressionParser.make = classmethod(_make_update)  # type: ignore[assignment,method-assign]
-    Item.project = _project  # type: ignore[method-assign]
-    Table.sorted_items = _sorted_items  # type: ignore[method-assign]
-    DynamoType.cast_value = property(_cast_value)  # type: ignore[method-assign,assignment]
-    DynamoType.size = _size  # type: ignore[method-assign]
-    Item.__init__ = _item_init  # type: ignore[method-assign]
-    ast_nodes.Node.__deepcopy__ = _node_deepcopy  # type: ignore[attr-defined]
-    Item.__deepcopy__ = _item_deepcopy  # type: ignore[method-assign]
+    UpdateExpressionParser.make = classmethod(_make_update)
+    Item.project = _project
+    Table.sorted_items = _sorted_items
+    DynamoType.cast_value = property(_cast_value)
+    DynamoType.size = _size
+    Item.__init__ = _item_init
+    ast_nodes.Node.__deepcopy__ = _node_deepcopy
+    Item.__deepcopy__ = _item_deepcopy
     sqs_models.camelcase_to_underscores = _snake
-    MotoRandom.get_random_string = _random_string  # type: ignore[method-assign]
-    sqs_models.generate_receipt_handle = _receipt_handle  # type: ignore[attr-defined]
-    sqs_models.SQSBackend.is_message_valid_based_on_retention_period = _within_retention  # type: ignore[method-assign]
-    ConditionExpressionParser._lex_condition_expression = _lex_condition  # type: ignore[method-assign]
-    ConditionExpressionParser.parse = _parse_condition  # type: ignore[method-assign]
-    Request.from_primitives = classmethod(_from_primitives)  # type: ignore[assignment,method-assign]
-    BotocoreStubber.process_request = _process_request  # type: ignore[method-assign]
-    moto_responses.BaseResponse.parse_parameters = _parse_parameters  # type: ignore[method-assign]
-    ast_nodes.DepthFirstTraverser.traverse_node_recursively = _traverse_node_recursively  # type: ignore[method-assign]
-    moto_responses.BaseResponse._get_action = _get_action  # type: ignore[method-assign]
-    Item.size = _item_size  # type: ignore[method-assign]
-    Table.scan = _scan  # type: ignore[method-assign]
+    MotoRandom.get_random_string = _random_string
+    sqs_models.generate_receipt_handle = _receipt_handle
+    sqs_models.SQSBackend.is_message_valid_based_on_retention_period = _within_retention
+    ConditionExpressionParser._lex_condition_expression = _lex_condition
+    ConditionExpressionParser.parse = _parse_condition
+    Request.from_primitives = classmethod(_from_primitives)
+    BotocoreStubber.process_request = _process_request
+    moto_responses.BaseResponse.parse_parameters = _parse_parameters
+    ast_nodes.DepthFirstTraverser.traverse_node_recursively = _traverse_node_recursively
+    moto_responses.BaseResponse._get_action = _get_action
+    Item.size = _item_size
+    Table.scan = _scan

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from dunning.calendars import local_midnight, zone
@@ -42,8 +42,8 @@ THRESHOLDS = {
 }
 
 
-def _email(template: str, **kw: bool) -> ActionSpec:
-    return ActionSpec(type=ActionType.EMAIL, template=template, **kw)
+def _email(template: str) -> ActionSpec:
+    return ActionSpec(type=ActionType.EMAIL, template=template)
 
 
 def standard_policies(calendar_id: str | None = "default") -> list[Policy]:
@@ -239,7 +239,3 @@ def build_portfolio(
             steps += 1
         result.append(Seeded(view, next_at, policy))
     return result
-
-
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
