@@ -25,7 +25,7 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy layers/common/python/dunning functions infra local benchmarks
+	$(BIN)/mypy layers/common/python/dunning functions infra local benchmarks tests
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit

@@ -132,3 +132,10 @@ def action(**kw: Any) -> Action:
     }
     base.update(kw)
     return Action(**base)
+
+
+def utc(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0
+) -> datetime:
+    """A UTC instant (the tests' shorthand)."""
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)

@@ -4,7 +4,7 @@ pay, the promise breaks, dunning resumes, and the timeline explains each step.""
 from __future__ import annotations
 
 import itertools
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -48,7 +48,11 @@ def test_a_broken_promise_resumes_dunning_and_the_timeline_explains_it(
     # ... runs during the promise send nothing
     for day in (1, 3, 6):
         at = NOW + timedelta(days=day)
-        clock.use(lambda at=at: at)
+
+        def instant(at: datetime = at) -> datetime:
+            return at
+
+        clock.use(instant)
         stack.evaluate(at)
     assert api.ok("GET", "/accounts/acc-1")["cases"][0]["status"] == "suspended"
     # ... and no payment comes: after the date and the grace days the promise is broken

@@ -68,7 +68,7 @@ schema = schemathesis.openapi.from_dict(openapi_document())
 
 @schema.hook
 def flatmap_path_parameters(
-    context: schemathesis.HookContext, path_parameters: dict[str, Any]
+    context: schemathesis.HookContext, path_parameters: Any
 ) -> st.SearchStrategy[dict[str, Any]]:
     """Half of the time, the path names seeded resources."""
     if not isinstance(path_parameters, dict):
@@ -141,6 +141,6 @@ def api_app() -> Iterator[Callable[..., Iterable[bytes]]]:
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 def test_the_api_answers_what_its_document_declares(
-    case: schemathesis.Case, api_app: Callable[..., Iterable[bytes]]
+    case: schemathesis.Case[Any], api_app: Callable[..., Iterable[bytes]]
 ) -> None:
     case.call_and_validate(base_url=BASE_URL, app=api_app, headers=HEADERS, checks=CHECKS)

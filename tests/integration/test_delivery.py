@@ -83,7 +83,7 @@ def logs() -> Iterator[io.StringIO]:
     handler.setFormatter(logger.registered_formatter)
     logger.addHandler(handler)
     yield buffer
-    logger.removeHandler(handler)
+    logger.handlers.remove(handler)
 
 
 @pytest.fixture
@@ -973,7 +973,7 @@ def test_a_payment_after_suspension_restores_the_service(
 
 
 def _receive_all(stack: LocalCloud, queue: str) -> list[str]:
-    bodies = []
+    bodies: list[str] = []
     sqs = aws.sqs()
     while True:
         msgs = sqs.receive_message(QueueUrl=stack.urls[queue], MaxNumberOfMessages=10).get(

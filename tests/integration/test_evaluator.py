@@ -140,15 +140,15 @@ def test_one_run_produces_exactly_the_engines_actions(env: Env) -> None:
         account_id = s.view.account.account_id
         item = accounts[account_id]
         stored_view = AccountView.model_validate_json(item["view"]["S"])
-        decision = expected.decisions.get(account_id)
-        if decision is None:
+        found = expected.decisions.get(account_id)
+        if found is None:
             assert stored_view == prune_view(s.view)
             assert item["version"]["N"] == "1"
             continue
-        assert stored_view == prune_view(apply_decision(s.view, decision)), account_id
+        assert stored_view == prune_view(apply_decision(s.view, found)), account_id
         assert item["version"]["N"] == "2"
-        nxt = decision.next_evaluation_at
-        owing = owes(apply_decision(s.view, decision))
+        nxt = found.next_evaluation_at
+        owing = owes(apply_decision(s.view, found))
         assert item.get("due_at", {}).get("S") == (
             iso(nxt) if nxt else PARKED if owing else None
         ), account_id

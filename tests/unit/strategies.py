@@ -284,7 +284,7 @@ NON_MESSAGE_ACTIONS = (
 @st.composite
 def action_specs(draw: st.DrawFn, *, approvals: bool = True) -> ActionSpec:
     kind = draw(st.sampled_from((ActionType.EMAIL, ActionType.SMS, *NON_MESSAGE_ACTIONS)))
-    template = draw(st.sampled_from(("reminder", "final_notice", "suspension.v2")))
+    template: str | None = draw(st.sampled_from(("reminder", "final_notice", "suspension.v2")))
     if kind not in (ActionType.EMAIL, ActionType.SMS) and draw(st.booleans()):
         template = None
     target = "provisioning" if kind in NON_MESSAGE_ACTIONS and draw(st.booleans()) else None

@@ -6,7 +6,7 @@ zone's offset on that day (comment on each row), never computed with zoneinfo.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 
 import pytest
 
@@ -18,11 +18,7 @@ from dunning.calendars import (
     next_send_time,
     zone,
 )
-from tests.builders import calendar
-
-
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
+from tests.builders import calendar, utc
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ Expected instants are hand-written UTC (08:00 CET = 07:00 UTC, 08:00 CEST = 06:0
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -27,14 +27,10 @@ from dunning.model import (
     Payment,
     Policy,
 )
-from tests.builders import calendar, email, invoice, level, policy, view
+from tests.builders import calendar, email, invoice, level, policy, utc, view
 
 DUE = date(2026, 1, 2)  # Friday
 BERLIN = zone("Europe/Berlin")
-
-
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
 
 
 def codes(d: Decision) -> list[str]:

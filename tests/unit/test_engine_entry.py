@@ -25,7 +25,7 @@ from dunning.model import (
     PaymentPlan,
     PlanStatus,
 )
-from tests.builders import account, invoice, policy, view
+from tests.builders import account, invoice, policy, utc, view
 
 NOW = datetime(2026, 1, 20, 12, 0, tzinfo=UTC)
 SECOND = timedelta(seconds=1)
@@ -184,10 +184,6 @@ def plan_view(paid: str, grace: int, status: PlanStatus = PlanStatus.ACTIVE) -> 
         inv("i1", "100.00", status=InvoiceStatus.IN_PAYMENT_PLAN, plan_id="plan-1"),
         plans=(plan,),
     )
-
-
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
 
 
 PLAN_CASES = [

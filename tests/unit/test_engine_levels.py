@@ -25,13 +25,9 @@ from dunning.model import (
     Payment,
     Policy,
 )
-from tests.builders import account, email, invoice, level, policy, view
+from tests.builders import account, email, invoice, level, policy, utc, view
 
 DUE = date(2026, 1, 2)
-
-
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
 
 
 def on_day(n: int, due: date = DUE) -> datetime:

@@ -175,7 +175,7 @@ def test_awaiting_review_stays_put_even_when_levels_fall_due() -> None:
 # Promise: 100.00 of 300.00 by day 15 (Sat 2026-01-17). The default promise profile has
 # 2 grace days: broken from 2026-01-20 00:00 CET = 2026-01-19 23:00 UTC.
 DEADLINE = datetime(2026, 1, 19, 23, tzinfo=UTC)
-PROMISE = {
+PROMISE: dict[str, Any] = {
     "currency": "EUR",
     "promised_amount": Decimal("100.00"),
     "promised_date": date(2026, 1, 17),

@@ -15,13 +15,9 @@ import pytest
 
 from dunning.engine import apply_decision, decide
 from dunning.model import CaseStatus, EventKind, Mode
-from tests.builders import account, invoice, level, policy, view
+from tests.builders import account, invoice, level, policy, utc, view
 
 SECOND = timedelta(seconds=1)
-
-
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
 
 
 LEVEL_INSTANTS = [

@@ -34,7 +34,7 @@ import pytest
 from dunning.calendars import is_send_time
 from dunning.engine import apply_decision, decide
 from dunning.model import ActionType, CaseStatus, EventKind
-from tests.builders import account, calendar, invoice, policy, view
+from tests.builders import account, calendar, invoice, policy, utc, view
 
 E, S = ActionType.EMAIL, ActionType.SMS
 SUSPEND, AGENCY, WRITE_OFF = (
@@ -42,10 +42,6 @@ SUSPEND, AGENCY, WRITE_OFF = (
     ActionType.COLLECTION_AGENCY,
     ActionType.WRITE_OFF,
 )
-
-
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
 
 
 US_HOLIDAYS_2026_2027 = frozenset(

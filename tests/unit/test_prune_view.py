@@ -29,10 +29,10 @@ START = datetime(2026, 1, 1, tzinfo=UTC)
 def views(draw: st.DrawFn) -> AccountView:
     invoices = []
     for n in range(draw(st.integers(0, 5))):
-        status = draw(st.sampled_from(list(InvoiceStatus)))
+        kind = draw(st.sampled_from(list(InvoiceStatus)))
         open_amount = draw(st.sampled_from(["0.00", "40.00", "100.00"]))
         invoices.append(
-            invoice(f"inv-{n}", "100.00", status=status, open_amount=Decimal(open_amount))
+            invoice(f"inv-{n}", "100.00", status=kind, open_amount=Decimal(open_amount))
         )
     cases = []
     for n in range(draw(st.integers(0, 7))):
