@@ -2146,7 +2146,7 @@ class DynamoStore:
                 {"PutRequest": {"Item": self._account_item(StoredView(view, 0), due_at, now)}}
             )
             for inv in view.invoices:
-                digest = body_hash(inv, exclude={"version", "open_amount", "status", "plan_id"})
+                digest = invoice_digest(inv)
                 requests.append(
                     {
                         "PutRequest": {
