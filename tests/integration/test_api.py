@@ -864,3 +864,25 @@ def test_same_instant_entries_keep_the_order_they_were_made_in(api: Api) -> None
     timeline = api.ok("GET", "/accounts/acc-1/timeline", query={"limit": "100"})["items"]
     received = [e["data"]["invoice_id"] for e in timeline if e["kind"] == "invoice_received"]
     assert received == ids
+
+
+def test_events_of_one_instant_read_in_the_order_they_happened(api: Api, stack: LocalCloud) -> None:
+    # Given a pinned clock: the account, its invoice, the run and the delivery are all stamped NOW
+    _dunned(api, stack)
+    stack.deliver()
+    # When the timeline is read, oldest first and newest first
+    oldest = api.ok("GET", "/accounts/acc-1/timeline", query={"limit": "100"})["items"]
+    newest = api.ok("GET", "/accounts/acc-1/timeline", query={"limit": "100", "order": "newest"})[
+        "items"
+    ]
+    # Then it reads as things happened: the billing data, the engine's decision, the delivery
+    assert {e["at"] for e in oldest} == {NOW.isoformat().replace("+00:00", "Z")}
+    assert [e["kind"] for e in oldest] == [
+        "account_created",
+        "invoice_received",
+        "case_opened",
+        "level_entered",
+        "action_scheduled",
+        "action_delivered",
+    ]
+    assert newest == oldest[::-1]

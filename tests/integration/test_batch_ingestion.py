@@ -60,7 +60,7 @@ def partition(stack: LocalCloud, account_id: str) -> list[str]:
             body = json.loads(plain["body"]["S"])
             body.pop("event_id")
             plain["body"] = body
-            plain["SK"] = plain["SK"]["S"].rsplit("#", 1)[0]  # EVENT#<at>#<seq>
+            plain["SK"] = plain["SK"]["S"].rsplit("#", 1)[0]  # EVENT#<at>#<phase>#<seq>
         found.append(json.dumps(plain, sort_keys=True))
     return sorted(found)
 

@@ -45,7 +45,13 @@ from dunning.model import (
 from dunning.queues import SqsActionQueue
 from dunning.simulation import simulate
 from dunning.store import DynamoStore, Mutation, StoredView
-from dunning.store.dynamo import APPROVAL, owes, prune_view
+from dunning.store.dynamo import (
+    APPROVAL,
+    DECISION_PHASE,
+    event_sort_key,
+    owes,
+    prune_view,
+)
 from dunning.store.scan import count_due, iter_views
 from dunning.store.schema import DUE_AT, DUE_INDEX, DUE_PK, PARKED, iso, shard_of
 from local.portfolio import Seeded
@@ -866,7 +872,7 @@ def test_a_decisions_audit_events_are_written_with_it_or_not_at_all(env: Env) ->
     assert len(decided) >= 2
     # ... each attempt carried the decision's events in the same request as the account's
     # conditional put, the case and the outbox record
-    event_sk = {f"EVENT#{iso(e.at)}#{n:03d}#{e.event_id}" for n, e in enumerate(decision.events)}
+    event_sk = {event_sort_key(e, n, DECISION_PHASE) for n, e in enumerate(decision.events)}
     for _, params in hook.requests:
         items = params["TransactItems"]
         puts = [i["Put"] for i in items if "Put" in i]

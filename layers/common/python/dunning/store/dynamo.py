@@ -154,6 +154,19 @@ class StoredView:
 
 BOOK_PK = "CONFIG#book"  # the policy book's change counter
 
+# An account's audit events sort by time, and events of one instant by who
+# wrote them: the account's creation or update, then what people and the
+# billing system did, then the engine's decision on it, then what the channels
+# did with its actions. In AWS each write has its own microsecond; a pinned
+# clock (the demo, the local server) stamps them alike, and the timeline still
+# reads in the order things happened.
+ACCOUNT_PHASE, DATA_PHASE, DECISION_PHASE, DELIVERY_PHASE = 1, 2, 3, 4
+
+
+def event_sort_key(event: AuditEvent, seq: int = 0, phase: int = DATA_PHASE) -> str:
+    """`EVENT#<at>#<phase>#<seq>#<event id>`: the event's sort key."""
+    return f"EVENT#{iso(event.at)}#{phase}#{seq:03d}#{event.event_id}"
+
 
 @dataclass(frozen=True, slots=True)
 class BookRevision:
@@ -496,12 +509,15 @@ class DynamoStore:
             due_at=item["due_at"]["S"] if "due_at" in item else None,
         )
 
-    def _event_put(self, event: AuditEvent, seq: int = 0) -> dict[str, Any]:
-        """An audit event; `seq` orders the events of one decision (same instant)."""
+    def _event_put(
+        self, event: AuditEvent, seq: int = 0, phase: int = DATA_PHASE
+    ) -> dict[str, Any]:
+        """An audit event. Events of one instant sort by `phase` (who wrote
+        them), then by `seq` (their order within one write)."""
         return self._put(
             {
                 PK: _s(f"ACCOUNT#{event.account_id}"),
-                SK: _s(f"EVENT#{iso(event.at)}#{seq:03d}#{event.event_id}"),
+                SK: _s(event_sort_key(event, seq, phase)),
                 "type": _s("event"),
                 "body": _s(EVENT.dump_json(event).decode()),
             }
@@ -592,7 +608,7 @@ class DynamoStore:
                 self._transact(
                     [
                         self._account_put(new, due, now),
-                        *[self._event_put(e, n) for n, e in enumerate(events)],
+                        *[self._event_put(e, n, ACCOUNT_PHASE) for n, e in enumerate(events)],
                         *self._changed_children(stored.view, new.view),
                         *change.extra,
                     ],
@@ -1639,7 +1655,7 @@ class DynamoStore:
         ]
         items += [self._invoice_update(inv) for inv in decision.invoices]
         items += [self._put(self.outbox_item(a, pending=True)) for a in decision.actions]
-        events = [self._event_put(e, n) for n, e in enumerate(explained(decision))]
+        events = [self._event_put(e, n, DECISION_PHASE) for n, e in enumerate(explained(decision))]
         items += events
         if len(items) > MAX_TRANSACTION_ITEMS:
             raise DecisionTooLargeError(
@@ -1893,7 +1909,7 @@ class DynamoStore:
                 data=data,
                 actor=f"channel:{action.channel.value}",
             )
-            puts.append(self._event_put(event)["Put"]["Item"])
+            puts.append(self._event_put(event, phase=DELIVERY_PHASE)["Put"]["Item"])
             record = self.outbox_item(action, pending=False)
             record["status"] = _s(outcome)
             record["outcome_at"] = _s(iso(now))
