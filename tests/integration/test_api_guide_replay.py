@@ -566,7 +566,10 @@ def send(app: App, request: Request) -> Answer:
 
 @pytest.fixture
 def guide_app(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[App]:
-    """What `dunning serve` runs (`local.server.serve`), without the HTTP server."""
+    """What `dunning serve` runs (`local.server.serve`), without its HTTP server:
+    the API is called as a WSGI app. The webhook receiver still listens on a
+    free loopback port, as in `serve`: the webhook channel function posts to it
+    and it checks the signatures (`verified` in `/local/delivered`)."""
     for key, value in LOCAL_ENV.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
