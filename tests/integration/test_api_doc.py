@@ -10,33 +10,24 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
-DOCS = Path(__file__).resolve().parents[2] / "docs"
+from tests.integration.curl_examples import (
+    DATA_OPTIONS,
+    DOCS,
+    GUIDE,
+    SEPARATORS,
+    code_blocks,
+    tokens,
+    without_heredocs,
+)
+
 OPENAPI = DOCS / "openapi.json"
-GUIDE = DOCS / "api.md"
 
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
-FENCE = re.compile(r"^(```+|~~~+)[^\n]*\n(.*?)^\1[ \t]*$", re.MULTILINE | re.DOTALL)
-HEREDOC = re.compile(r"<<-?\s*(['\"]?)(\w+)\1")
-# Shell punctuation that ends a command: curl's arguments stop there.
-SEPARATORS = {"|", "||", "&", "&&", ";", ";;", "(", ")", "<", ">", ">>", "<<", "<<-", "|&"}
-DATA_OPTIONS = {
-    "-d",
-    "--data",
-    "--data-raw",
-    "--data-binary",
-    "--data-urlencode",
-    "--data-ascii",
-    "--json",
-    "-F",
-    "--form",
-}
 
 
 def operations(document: dict[str, Any]) -> list[tuple[str, str]]:
@@ -47,32 +38,6 @@ def operations(document: dict[str, Any]) -> list[tuple[str, str]]:
         for method in item
         if method in METHODS
     ]
-
-
-def _code_blocks(markdown: str) -> list[str]:
-    return [m.group(2) for m in FENCE.finditer(markdown)]
-
-
-def _without_heredocs(script: str) -> str:
-    """The script without the bodies of its here-documents (they are data)."""
-    out: list[str] = []
-    until: str | None = None
-    for line in script.splitlines():
-        if until is not None:
-            if line.strip() == until:
-                until = None
-            continue
-        out.append(line)
-        found = HEREDOC.search(line)
-        if found:
-            until = found.group(2)
-    return "\n".join(out)
-
-
-def _tokens(script: str) -> list[str]:
-    lexer = shlex.shlex(script.replace("\\\n", " "), posix=True, punctuation_chars=True)
-    lexer.whitespace_split = True
-    return list(lexer)
 
 
 def _request(args: list[str]) -> tuple[str, str] | None:
@@ -105,15 +70,15 @@ def _request(args: list[str]) -> tuple[str, str] | None:
 def curl_requests(markdown: str) -> list[tuple[str, str]]:
     """(METHOD, path) of every curl command in the fenced code blocks of a guide."""
     found: list[tuple[str, str]] = []
-    for block in _code_blocks(markdown):
+    for block in code_blocks(markdown):
         if "curl" not in block:
             continue
-        tokens = _tokens(_without_heredocs(block))
-        for n, token in enumerate(tokens):
+        words = tokens(without_heredocs(block))
+        for n, token in enumerate(words):
             if token != "curl":
                 continue
             args: list[str] = []
-            for arg in tokens[n + 1 :]:
+            for arg in words[n + 1 :]:
                 if arg in SEPARATORS or arg == "curl":
                     break
                 args.append(arg)
