@@ -247,9 +247,13 @@ def test_a_payment_is_idempotent_and_a_reversal_reopens_what_it_paid(api: Api) -
     api.ok("PUT", "/accounts/acc-1", "billing", account_body())
     api.ok("PUT", "/accounts/acc-1/invoices/inv-1", "billing", invoice_body("inv-1", 12))
     payment = payment_body("pay-1", "120.00")
-    first = api.ok("POST", "/accounts/acc-1/payments", "billing", payment)
+    recorded = api("POST", "/accounts/acc-1/payments", "billing", payment)
+    first = recorded.json()
+    assert recorded.status == 201
     assert first["allocations"] == [{"invoice_id": "inv-1", "amount": "120.00"}]
-    assert api.ok("POST", "/accounts/acc-1/payments", "billing", payment) == first
+    # The same payment sent again changes nothing and says so (200), as an invoice does
+    again = api("POST", "/accounts/acc-1/payments", "billing", payment)
+    assert (again.status, again.json()) == (200, first)
     assert api.ok("GET", "/accounts/acc-1")["summary"]["open_amount"] == "0"
     # Another body under the same payment id is a conflict
     assert (

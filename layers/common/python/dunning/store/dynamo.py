@@ -1008,8 +1008,15 @@ class DynamoStore:
         The invoices and the plan it names must exist (else a `ValidationError`
         on `invoice_ids.<n>` / `plan_id`). What it brings beyond the open
         invoices is kept as the account's credit and pays the next invoices."""
+        return self.write_payment(payment, now, actor, wake=wake).payment
+
+    def write_payment(
+        self, payment: Payment, now: datetime, actor: str, *, wake: Wake | None = None
+    ) -> PaymentWrite:
+        """`record_payment`, saying whether the payment was new (`created`) or
+        stored already with the same body (a resend: nothing written)."""
         written, _ = self._record_payment(payment, now, actor, wake=wake)
-        return written.payment
+        return written
 
     def _payment_keys(self, payment: Payment) -> list[dict[str, Any]]:
         """What recording a payment reads: the payment (a replay?), the account, its credit."""

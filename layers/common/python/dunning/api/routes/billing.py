@@ -256,7 +256,7 @@ def _payment(account_id: str, body: PaymentRequest) -> Payment:
 
 @router.post(
     "/accounts/<account_id>/payments",
-    summary="Record a payment (idempotent on its id)",
+    summary="Record a payment (201; idempotent on its id: the same body again is a 200)",
     description="It pays the invoices it names (`invoice_ids`, each must exist: else a 422 "
     "on `invoice_ids/<n>`), or the plan it names, then the oldest due open invoices. What "
     "is left (`unallocated`) is kept as the account's credit and pays its next invoices "
@@ -264,7 +264,14 @@ def _payment(account_id: str, body: PaymentRequest) -> Payment:
     tags=TAGS,
     middlewares=BILLING,
     status_code=201,
-    responses=responses(201, PaymentResponse, "Recorded", NOT_FOUND, CONFLICT),
+    responses=responses(
+        201,
+        PaymentResponse,
+        "Recorded",
+        NOT_FOUND,
+        CONFLICT,
+        success(200, PaymentResponse, "Recorded already with the same body: nothing changed"),
+    ),
 )
 def post_payment(
     account_id: AccountId,
@@ -275,10 +282,13 @@ def post_payment(
 
     def record() -> dict[str, Any]:
         payment = _payment(account_id, body)
-        recorded = s.store.record_payment(
+        written = s.store.write_payment(
             payment, s.clock(), actor_of(router), wake=s.next_evaluation
         )
-        return shapes.payment(recorded).model_dump(mode="json")
+        return {
+            "status": 201 if written.created else 200,
+            "payment": shapes.payment(written.payment).model_dump(mode="json"),
+        }
 
     stored = with_idempotency_key(
         s,
@@ -289,7 +299,8 @@ def post_payment(
         record,
         router.context.get("lambda_context"),
     )
-    return ok(PaymentResponse.model_validate(stored), 201)
+    # A replay of an Idempotency-Key answers what its first request answered.
+    return ok(PaymentResponse.model_validate(stored["payment"]), stored["status"])
 
 
 @router.post(
@@ -425,8 +436,7 @@ def post_invoice_batch(body: InvoiceBatchRequest) -> Response[Any]:
     summary=f"Record payments of many accounts, up to {MAX_BATCH_ITEMS}: one result each",
     description="Each payment is recorded as `POST /accounts/{account_id}/payments` would "
     "record it, one by one in the request's order, and answered with that route's status "
-    "(`results`, in order; 200 instead of 201 for a payment stored already with the same "
-    "body). One payment's refusal never stops the next. The whole body is validated first: "
+    "(`results`, in order: 201 recorded, 200 stored already with the same body). One payment's refusal never stops the next. The whole body is validated first: "
     "a 422 writes nothing. A 503 may leave part of the batch recorded: send it all again "
     "(the same payments answer 200).",
     tags=TAGS,
