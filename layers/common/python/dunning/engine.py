@@ -261,6 +261,7 @@ class _Run:
     reminded: set[str] | None = None
     next_at: datetime | None = None
     send_at: datetime | None = None  # the calendar's first sending instant from `now`
+    send_iso: str = ""  # send_at.isoformat()
     more: bool = False  # the write budget stopped the decision short (`_over_budget`)
 
     def wake(self, instant: datetime | None) -> None:
@@ -1022,7 +1023,8 @@ def _action(
     if apply_calendar:
         send_at = run.send_at
         if send_at is None:
-            send_at = run.send_at = next_send_time(run.calendar, run.tz, run.now)
+            send_at, run.send_iso = _send_time(run.calendar, run.tz, run.now)
+            run.send_at = send_at
         not_before = send_at
         if spec.type in CONTACT_ACTIONS and not spec.requires_approval:
             not_before = _apply_cap(run, policy, spec.type, not_before)
@@ -1046,26 +1048,52 @@ def _action(
         invoice_ids=tuple(inv.invoice_id for inv in scope),
         requires_approval=spec.requires_approval,
     )
+    iso = run.send_iso if not_before is run.send_at else not_before.isoformat()
     data: dict[str, Any] = {
         "action_id": action_id,
         "type": _TYPE[spec.type],
         "level": level_no,
-        "not_before": not_before.isoformat(),
+        "not_before": iso,
     }
     if not_before > run.now:
         # The outbox releases it at `not_before` (the worker's outbox sweep) and
         # delivery re-checks it then: nothing here changes at that instant, so
         # the account is not woken for it.
         data["deferred"] = True
-        reasons.append(
-            Reason(
-                "deferred",
-                f"{_TYPE[spec.type]} waits until {not_before.isoformat()} "
-                "(calendar: sending days and hours, contact caps)",
-            )
-        )
+        reasons.append(_deferred_reason(_TYPE[spec.type], iso))
     run.event(EventKind.ACTION_SCHEDULED, case_id, action_id, data)
     return action
+
+
+@lru_cache(maxsize=4096)
+def _deferred_reason(action_type: str, not_before: str) -> Reason:
+    """Many actions of a run wait for the same sending instant: one Reason for all."""
+    return Reason(
+        "deferred",
+        f"{action_type} waits until {not_before} (calendar: sending days and hours, contact caps)",
+    )
+
+
+# (id(calendar), zone, instant) -> (calendar, next_send_time, its isoformat()).
+_SEND_TIMES: dict[tuple[int, tzinfo, datetime], tuple[Calendar | None, datetime, str]] = {}
+_SEND_TIMES_MAX = 4096
+
+
+def _send_time(calendar: Calendar | None, tz: tzinfo, now: datetime) -> tuple[datetime, str]:
+    """`next_send_time(calendar, tz, now)` and its `isoformat()`, remembered: a run
+    decides many accounts of a few calendars and zones at one instant. Cached by
+    identity, as `_facts`: the entry holds the calendar, so its id is not reused."""
+    key = (id(calendar), tz, now)
+    found = _SEND_TIMES.get(key)
+    if found is None or found[0] is not calendar:
+        if len(_SEND_TIMES) >= _SEND_TIMES_MAX:
+            _SEND_TIMES.clear()
+        at = next_send_time(calendar, tz, now)
+        found = _SEND_TIMES[key] = (calendar, at, at.isoformat())
+    at, iso = found[1], found[2]
+    # Inside the window the answer is `now` itself: return the caller's object
+    # (an equal key may differ in `fold`).
+    return (now, iso) if at == now else (at, iso)
 
 
 def _apply_cap(run: _Run, policy: Policy, channel: ActionType, at: datetime) -> datetime:
