@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pydantic import BaseModel
 
 from dunning.calendars import ONE_DAY, local_midnight, next_send_time, zone
-from dunning.ids import stable_id
+from dunning.ids import joined_id, stable_id
 from dunning.model import (
     CHANNEL_OF,
     CONTACT_ACTIONS,
@@ -278,7 +278,7 @@ class _Run:
         account_id = self.view.account.account_id
         self.events.append(
             _new_event(
-                event_id=stable_id(account_id, _KIND[kind], case_id, key),
+                event_id=joined_id(f"{account_id!s}|{_KIND[kind]}|{case_id!s}|{key!s}"),
                 account_id=account_id,
                 at=self.now,
                 kind=kind,
@@ -1018,7 +1018,7 @@ def _action(
 ) -> Action:
     account = run.view.account
     # Case ids are named after invoices, which are unique per account only.
-    action_id = stable_id(account.account_id, case_id, level_no, entry, index)
+    action_id = joined_id(f"{account.account_id!s}|{case_id!s}|{level_no!s}|{entry!s}|{index!s}")
     not_before = run.now
     if apply_calendar:
         send_at = run.send_at
