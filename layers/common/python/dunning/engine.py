@@ -1028,25 +1028,26 @@ def _action(
         not_before = send_at
         if spec.type in CONTACT_ACTIONS and not spec.requires_approval:
             not_before = _apply_cap(run, policy, spec.type, not_before)
+    # By position, in Action's field order: 18 keywords cost 2 us more per action.
     action = _new_action(
-        action_id=action_id,
-        account_id=account.account_id,
-        case_id=case_id,
-        type=spec.type,
-        channel=CHANNEL_OF[spec.type],
-        level=level_no,
-        level_name=level_name,
-        entry=entry,
-        index=index,
-        template=spec.template,
-        target=spec.target,
-        locale=account.locale or policy.default_locale,
-        not_before=not_before,
-        created_at=run.now,
-        policy_id=policy.policy_id,
-        policy_version=policy.version,
-        invoice_ids=tuple(inv.invoice_id for inv in scope),
-        requires_approval=spec.requires_approval,
+        action_id,
+        account.account_id,
+        case_id,
+        spec.type,
+        CHANNEL_OF[spec.type],
+        level_no,
+        level_name,
+        entry,
+        index,
+        spec.template,
+        spec.target,
+        account.locale or policy.default_locale,  # locale
+        not_before,
+        run.now,  # created_at
+        policy.policy_id,
+        policy.version,
+        tuple(inv.invoice_id for inv in scope),
+        spec.requires_approval,
     )
     iso = run.send_iso if not_before is run.send_at else not_before.isoformat()
     data: dict[str, Any] = {
