@@ -7,4 +7,10 @@ from hashlib import blake2b
 
 def stable_id(*parts: object) -> str:
     """A short deterministic id (actions, audit events, approvals)."""
-    return blake2b("|".join(map(str, parts)).encode(), digest_size=12).hexdigest()
+    return joined_id("|".join(map(str, parts)))
+
+
+def joined_id(joined: str) -> str:
+    """`stable_id(*parts)` given `"|".join(map(str, parts))`: the engine's hot paths
+    join their parts in one f-string (`{part!s}` is `str(part)`), a third cheaper."""
+    return blake2b(joined.encode(), digest_size=12).hexdigest()
