@@ -436,7 +436,8 @@ def post_invoice_batch(body: InvoiceBatchRequest) -> Response[Any]:
     summary=f"Record payments of many accounts, up to {MAX_BATCH_ITEMS}: one result each",
     description="Each payment is recorded as `POST /accounts/{account_id}/payments` would "
     "record it, one by one in the request's order, and answered with that route's status "
-    "(`results`, in order: 201 recorded, 200 stored already with the same body). One payment's refusal never stops the next. The whole body is validated first: "
+    "(`results`, in order: 201 recorded, 200 stored already with the same body). "
+    "One payment's refusal never stops the next. The whole body is validated first: "
     "a 422 writes nothing. A 503 may leave part of the batch recorded: send it all again "
     "(the same payments answer 200).",
     tags=TAGS,
