@@ -2321,8 +2321,22 @@ def explained(decision: Decision) -> list[AuditEvent]:
     out = []
     for event in decision.events:
         x = by_case.pop(event.case_id, None)
-        data = event.data if x is None else {**event.data, "explanation": explanation_data(x)}
-        out.append(event if x is None else replace(event, data=data))
+        if x is None:
+            out.append(event)
+            continue
+        data = {**event.data, "explanation": explanation_data(x)}
+        # By position: a third of `dataclasses.replace`'s cost, on every decision.
+        out.append(
+            AuditEvent(
+                event.event_id,
+                event.account_id,
+                event.at,
+                event.kind,
+                event.case_id,
+                data,
+                event.actor,
+            )
+        )
     return out
 
 

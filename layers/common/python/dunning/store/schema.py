@@ -115,8 +115,12 @@ def due_time(text: str | None) -> datetime | None:
     return None if text is None or text == PARKED else parse_iso(text)
 
 
+@functools.lru_cache(maxsize=4096)
 def shard_of(account_id: str, shards: int) -> int:
-    """Stable shard of an account (FNV-1a: the same in every process and language)."""
+    """Stable shard of an account (FNV-1a: the same in every process and language).
+
+    Kept per account: one decision asks it for the due index and for each
+    outbox record (a byte loop, ~2 µs a call)."""
     h = 0x811C9DC5
     for byte in account_id.encode():
         h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
