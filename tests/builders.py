@@ -16,9 +16,11 @@ from dunning.model import (
     ActionSpec,
     ActionType,
     Calendar,
+    Case,
     Channel,
     Invoice,
     Level,
+    Mode,
     Policy,
 )
 
@@ -107,6 +109,21 @@ def calendar(**kw: Any) -> Calendar:
 def view(*invoices: Invoice, **kw: Any) -> AccountView:
     acct = kw.pop("account", None) or account()
     return AccountView(account=acct, invoices=invoices, **kw)
+
+
+def case(**kw: Any) -> Case:
+    """A customer-mode case opened on inv-1 of acc-1, at level 0 of pol-1 v1."""
+    base: dict[str, Any] = {
+        "case_id": "C-inv-1",
+        "account_id": "acc-1",
+        "mode": Mode.CUSTOMER,
+        "invoice_ids": ("inv-1",),
+        "policy_id": "pol-1",
+        "policy_version": 1,
+        "opened_at": T0,
+    }
+    base.update(kw)
+    return Case(**base)
 
 
 def action(**kw: Any) -> Action:

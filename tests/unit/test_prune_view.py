@@ -14,13 +14,12 @@ from hypothesis import strategies as st
 from dunning.model import (
     OPEN_CASE_STATUSES,
     AccountView,
-    Case,
     CaseStatus,
     InvoiceStatus,
     Mode,
 )
 from dunning.store.dynamo import CLOSED_CASES_KEPT, prune_view
-from tests.builders import account, invoice, policy
+from tests.builders import account, case, invoice, policy
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -44,13 +43,10 @@ def views(draw: st.DrawFn) -> AccountView:
             else opened + timedelta(days=draw(st.integers(0, 40)))
         )
         cases.append(
-            Case(
+            case(
                 case_id=f"C-{n}",
-                account_id="acc-1",
                 mode=Mode.INVOICE,
                 invoice_ids=(f"inv-{n}",),
-                policy_id="p",
-                policy_version=1,
                 status=status,
                 opened_at=opened,
                 closed_at=closed,

@@ -336,17 +336,7 @@ def test_a_draft_replaces_its_policy_for_new_cases_and_running_cases_keep_theirs
     old = AccountView(
         account=b.account(account_id="acc-old"),
         invoices=(b.invoice(account_id="acc-old", due=due_for(1)),),
-        cases=(
-            Case(
-                case_id="C-inv-1",
-                account_id="acc-old",
-                mode=Mode.CUSTOMER,
-                invoice_ids=("inv-1",),
-                policy_id="pol-1",
-                policy_version=1,
-                opened_at=START,
-            ),
-        ),
+        cases=(b.case(account_id="acc-old", opened_at=START),),
     )
     new = account_view("acc-new", b.invoice(due=due_for(1)))
     # When the draft v2 (not for running cases) is simulated for 12 runs
@@ -395,17 +385,7 @@ def test_a_running_case_pinned_to_an_unknown_version_needs_it() -> None:
     view = AccountView(
         account=b.account(),
         invoices=(b.invoice(due=due_for(1)),),
-        cases=(
-            Case(
-                case_id="C-inv-1",
-                account_id="acc-1",
-                mode=Mode.CUSTOMER,
-                invoice_ids=("inv-1",),
-                policy_id="pol-1",
-                policy_version=1,
-                opened_at=START,
-            ),
-        ),
+        cases=(b.case(opened_at=START),),
     )
     # When the versions a simulation needs are asked for, then v1 is named
     assert required_policy_versions([view], book_of(v2)) == {("pol-1", 1)}
@@ -442,17 +422,7 @@ def test_the_all_scope_puts_every_account_on_the_draft() -> None:
     running = AccountView(
         account=b.account(account_id="acc-b", segment="business"),
         invoices=(b.invoice(account_id="acc-b", due=due_for(1)),),
-        cases=(
-            Case(
-                case_id="C-inv-1",
-                account_id="acc-b",
-                mode=Mode.CUSTOMER,
-                invoice_ids=("inv-1",),
-                policy_id="biz",
-                policy_version=1,
-                opened_at=START,
-            ),
-        ),
+        cases=(b.case(account_id="acc-b", policy_id="biz", opened_at=START),),
     )
     fresh = account_view("acc-c", b.invoice(due=due_for(1)))
     draft = b.policy(policy_id="draft", levels=(b.level("d1", 4), b.level("d2", 6)))
@@ -684,17 +654,7 @@ def test_a_mode_mismatch_in_the_all_scope_drops_the_old_cases() -> None:
     view = AccountView(
         account=b.account(),
         invoices=(b.invoice(due=due_for(1)),),
-        cases=(
-            Case(
-                case_id="C-inv-1",
-                account_id="acc-1",
-                mode=Mode.CUSTOMER,
-                invoice_ids=("inv-1",),
-                policy_id="pol-1",
-                policy_version=1,
-                opened_at=START,
-            ),
-        ),
+        cases=(b.case(opened_at=START),),
     )
     draft = b.policy(
         policy_id="draft",
