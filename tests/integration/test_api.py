@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from dunning import aws
 from dunning.api.app import openapi_document
 from local.apigw import wsgi_app
 from local.cloud import LocalCloud
@@ -890,3 +891,24 @@ def test_events_of_one_instant_read_in_the_order_they_happened(api: Api, stack: 
         "action_delivered",
     ]
     assert newest == oldest[::-1]
+
+
+def test_an_idempotency_key_recorded_before_the_status_was_kept_still_replays(
+    api: Api, stack: LocalCloud
+) -> None:
+    # Given a payment's Idempotency-Key record in the shape written before the
+    # key kept the answer's status (the payment alone)
+    api.ok("PUT", "/accounts/acc-1", "billing", account_body())
+    payment = payment_body("pay-1", "5.00")
+    key = {"Idempotency-Key": "old-1"}
+    first = api("POST", "/accounts/acc-1/payments", "billing", payment, headers=key)
+    table = aws.dynamodb()
+    items = table.scan(TableName=stack.idempotency_table_name)["Items"]
+    (record,) = [it for it in items if it.get("status", {}).get("S") == "COMPLETED"]
+    stored = json.loads(record["data"]["S"])
+    record["data"] = {"S": json.dumps(stored["payment"])}
+    table.put_item(TableName=stack.idempotency_table_name, Item=record)
+    # When the request is sent again with that key
+    again = api("POST", "/accounts/acc-1/payments", "billing", payment, headers=key)
+    # Then it answers as the first request did
+    assert (again.status, again.json()) == (first.status, first.json()) == (201, first.json())

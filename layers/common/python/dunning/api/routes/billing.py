@@ -300,6 +300,10 @@ def post_payment(
         router.context.get("lambda_context"),
     )
     # A replay of an Idempotency-Key answers what its first request answered.
+    # Keys recorded before the status was kept (up to a day old) held the
+    # payment alone, answered with 201.
+    if "payment" not in stored:
+        stored = {"status": 201, "payment": stored}
     return ok(PaymentResponse.model_validate(stored["payment"]), stored["status"])
 
 
