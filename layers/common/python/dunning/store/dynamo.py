@@ -112,6 +112,22 @@ def _n(value: int) -> dict[str, str]:
     return {"N": str(value)}
 
 
+def compact(model: BaseModel) -> str:
+    """A model as an item stores it: JSON without the fields at their defaults.
+
+    The text of `model.model_dump_json(exclude_defaults=True)`, from the model's
+    serializer itself: that method's keyword handling costs ~0.8 µs a call, and
+    a decision writes several documents."""
+    return type(model).__pydantic_serializer__.to_json(model, exclude_defaults=True).decode()
+
+
+def dump(adapter: TypeAdapter[Any], value: object) -> str:
+    """An engine output (`ACTION`, `EVENT`, `APPROVAL`) as JSON text: the text of
+    `adapter.dump_json(value).decode()`, from the adapter's serializer itself
+    (as `compact`, without the method's keyword handling)."""
+    return adapter.serializer.to_json(value).decode()
+
+
 def account_key(account_id: str) -> dict[str, Any]:
     return {PK: _s(f"ACCOUNT#{account_id}"), SK: _s("ACCOUNT")}
 
@@ -459,7 +475,7 @@ class DynamoStore:
             **account_key(account_id),
             "type": _s("account"),
             "version": _n(stored.version + 1),
-            "view": _s(view.model_dump_json(exclude_defaults=True)),
+            "view": _s(compact(view)),
             "updated_at": _s(iso(now)),
         }
         if stored.policy_id:
@@ -519,7 +535,7 @@ class DynamoStore:
                 PK: _s(f"ACCOUNT#{event.account_id}"),
                 SK: _s(event_sort_key(event, seq, phase)),
                 "type": _s("event"),
-                "body": _s(EVENT.dump_json(event).decode()),
+                "body": _s(dump(EVENT, event)),
             }
         )
 
@@ -530,7 +546,7 @@ class DynamoStore:
             PK: _s(f"ACCOUNT#{account_id}"),
             SK: _s(sk),
             "type": _s(kind),
-            "body": _s(model.model_dump_json(exclude_defaults=True)),
+            "body": _s(compact(model)),
         }
         item.update(extra)
         return self._put(item)
@@ -752,7 +768,7 @@ class DynamoStore:
                             PK: _s(f"ACCOUNT#{account_id}"),
                             SK: _s(f"INVOICE#{inv.invoice_id}"),
                             "type": _s("invoice"),
-                            "body": _s(stored_inv.model_dump_json(exclude_defaults=True)),
+                            "body": _s(compact(stored_inv)),
                             "body_hash": _s(digest),
                             "version": _n(1),
                         },
@@ -1123,7 +1139,7 @@ class DynamoStore:
                     PK: _s(f"ACCOUNT#{payment.account_id}"),
                     SK: _s(sk),
                     "type": _s("payment"),
-                    "body": _s(recorded.model_dump_json(exclude_defaults=True)),
+                    "body": _s(compact(recorded)),
                     "body_hash": _s(digest),
                     "version": _n(1),
                 },
@@ -1219,7 +1235,7 @@ class DynamoStore:
         put = self._put(
             {
                 **{k: v for k, v in item.items() if k not in ("body", "version")},
-                "body": _s(payment.model_dump_json(exclude_defaults=True)),
+                "body": _s(compact(payment)),
                 "version": _n(version + 1),
             },
             "version = :pv",
@@ -1253,7 +1269,7 @@ class DynamoStore:
                 "Key": {PK: _s(f"ACCOUNT#{inv.account_id}"), SK: _s(f"INVOICE#{inv.invoice_id}")},
                 "UpdateExpression": "SET body = :b, version = version + :one",
                 "ExpressionAttributeValues": {
-                    ":b": _s(inv.model_dump_json(exclude_defaults=True)),
+                    ":b": _s(compact(inv)),
                     ":one": _n(1),
                 },
             }
@@ -1306,7 +1322,7 @@ class DynamoStore:
                         PK: _s(f"ACCOUNT#{suspension.account_id}"),
                         SK: _s(f"SUSPENSION#{suspension.suspension_id}"),
                         "type": _s("suspension"),
-                        "body": _s(suspension.model_dump_json(exclude_defaults=True)),
+                        "body": _s(compact(suspension)),
                     },
                     "attribute_not_exists(PK)",
                 ),
@@ -1634,7 +1650,7 @@ class DynamoStore:
                         PK: _s(f"ACCOUNT#{account_id}"),
                         SK: _s(f"APPROVAL#{approval.approval_id}"),
                         "type": _s("approval"),
-                        "body": _s(APPROVAL.dump_json(approval).decode()),
+                        "body": _s(dump(APPROVAL, approval)),
                         "version": _n(1),
                         LIST_PK: _s("APPROVAL#pending"),
                         LIST_SK: _s(f"{iso(approval.created_at)}#{approval.approval_id}"),
@@ -1721,7 +1737,7 @@ class DynamoStore:
         item: dict[str, Any] = {
             **self._outbox_key(action),
             "type": _s("outbox"),
-            "action": _s(ACTION.dump_json(action).decode()),
+            "action": _s(dump(ACTION, action)),
             "status": _s("pending" if pending else "queued"),
         }
         if pending:
@@ -2024,7 +2040,7 @@ class DynamoStore:
                 PK: _s(f"ACCOUNT#{action.account_id}"),
                 SK: _s(f"TASK#{action.action_id}"),
                 "type": _s("task"),
-                "body": _s(ACTION.dump_json(action).decode()),
+                "body": _s(dump(ACTION, action)),
                 "status": _s("open"),
                 LIST_PK: _s("TASK#open"),
                 LIST_SK: _s(f"{iso(now)}#{action.account_id}#{action.action_id}"),
@@ -2117,7 +2133,7 @@ class DynamoStore:
                     PK: _s(f"ACCOUNT#{account_id}"),
                     SK: _s(f"APPROVAL#{approval_id}"),
                     "type": _s("approval"),
-                    "body": _s(APPROVAL.dump_json(decided).decode()),
+                    "body": _s(dump(APPROVAL, decided)),
                     "version": _n(version + 1),
                     "decided_by": _s(actor),
                     "reason": _s(reason),
@@ -2177,7 +2193,7 @@ class DynamoStore:
                                 PK: _s(f"ACCOUNT#{inv.account_id}"),
                                 SK: _s(f"INVOICE#{inv.invoice_id}"),
                                 "type": _s("invoice"),
-                                "body": _s(inv.model_dump_json(exclude_defaults=True)),
+                                "body": _s(compact(inv)),
                                 "body_hash": _s(digest),
                                 "version": _n(1),
                             }
