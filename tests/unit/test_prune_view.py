@@ -5,7 +5,7 @@ written as it is, without a copy."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 from hypothesis import given
@@ -15,8 +15,14 @@ from dunning.model import (
     OPEN_CASE_STATUSES,
     AccountView,
     CaseStatus,
+    Installment,
     InvoiceStatus,
     Mode,
+    PaymentPlan,
+    PlanStatus,
+    Suspension,
+    SuspensionKind,
+    SuspensionStatus,
 )
 from dunning.store.dynamo import CLOSED_CASES_KEPT, prune_view
 from tests.builders import account, case, invoice, policy
@@ -52,10 +58,36 @@ def views(draw: st.DrawFn) -> AccountView:
                 closed_at=closed,
             )
         )
+    suspensions = [
+        Suspension(
+            suspension_id=f"S-{n}",
+            account_id="acc-1",
+            case_id="C-0",
+            kind=SuspensionKind.DISPUTE,
+            status=draw(st.sampled_from(list(SuspensionStatus))),
+            starts_at=START,
+            ends_at=START + timedelta(days=14),
+        )
+        for n in range(draw(st.integers(0, 3)))
+    ]
+    plans = [
+        PaymentPlan(
+            plan_id=f"plan-{n}",
+            account_id="acc-1",
+            currency="EUR",
+            invoice_ids=("inv-0",),
+            installments=(Installment(due_date=date(2026, 2, 1), amount=Decimal("50.00")),),
+            status=draw(st.sampled_from(list(PlanStatus))),
+            created_at=START,
+        )
+        for n in range(draw(st.integers(0, 2)))
+    ]
     return AccountView(
         account=account(),
         invoices=tuple(invoices),
         cases=tuple(cases),
+        suspensions=tuple(suspensions),
+        plans=tuple(plans),
         case_policy=policy() if draw(st.booleans()) else None,
     )
 
@@ -79,6 +111,12 @@ def test_the_account_item_keeps_what_is_owed_open_cases_and_the_latest_closed(
         key=lambda c: (c.closed_at or c.opened_at, c.case_id),
     )
     assert pruned.cases == (*open_cases, *closed[-CLOSED_CASES_KEPT:])
+    assert pruned.suspensions == tuple(
+        s
+        for s in view.suspensions
+        if s.status in (SuspensionStatus.ACTIVE, SuspensionStatus.AWAITING_REVIEW)
+    )
+    assert pruned.plans == tuple(p for p in view.plans if p.status is not PlanStatus.COMPLETED)
     assert pruned.case_policy is None  # a pinned version is read per run, never stored
     assert pruned.account == view.account
 

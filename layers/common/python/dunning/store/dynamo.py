@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -45,6 +46,7 @@ from dunning.model import (
     Invoice,
     InvoiceStatus,
     Payment,
+    PaymentPlan,
     PlanStatus,
     Policy,
     PolicyRule,
@@ -285,11 +287,23 @@ def _map_client_error(err: ClientError, what: str) -> Exception:
     return err
 
 
+_SETTLED = frozenset({InvoiceStatus.PAID, InvoiceStatus.WRITTEN_OFF})
+_SUSPENDING = frozenset({SuspensionStatus.ACTIVE, SuspensionStatus.AWAITING_REVIEW})
+
+
 def _kept(inv: Invoice) -> bool:
     """An invoice the account item keeps: one that is still owed (or disputed)."""
     return (
-        inv.status not in (InvoiceStatus.PAID, InvoiceStatus.WRITTEN_OFF) and inv.open_amount > 0
+        inv.status not in _SETTLED and inv.open_amount > 0
     ) or inv.status is InvoiceStatus.DISPUTED
+
+
+def _kept_suspension(s: Suspension) -> bool:
+    return s.status in _SUSPENDING
+
+
+def _kept_plan(p: PaymentPlan) -> bool:
+    return p.status is not PlanStatus.COMPLETED
 
 
 def owes(view: AccountView) -> bool:
@@ -307,38 +321,37 @@ def due_sort_key(view: AccountView, due_at: datetime | None) -> str | None:
     return PARKED if owes(view) else None
 
 
+def _kept_cases(cases: tuple[Case, ...]) -> tuple[Case, ...]:
+    """The open cases, then the latest closed ones (the cases themselves when
+    all are open, as they mostly are)."""
+    closed = [c for c in cases if c.status not in OPEN_CASE_STATUSES]
+    if not closed:
+        return cases
+    closed.sort(key=lambda c: (c.closed_at or c.opened_at, c.case_id))
+    open_cases = [c for c in cases if c.status in OPEN_CASE_STATUSES]
+    return (*open_cases, *closed[-CLOSED_CASES_KEPT:])
+
+
 def prune_view(view: AccountView) -> AccountView:
     """What the account item keeps: open things, and the latest closed cases."""
-    invoices = tuple(inv for inv in view.invoices if _kept(inv))
-    open_cases = [c for c in view.cases if c.status in OPEN_CASE_STATUSES]
-    closed = sorted(
-        (c for c in view.cases if c.status not in OPEN_CASE_STATUSES),
-        key=lambda c: (c.closed_at or c.opened_at, c.case_id),
-    )[-CLOSED_CASES_KEPT:]
-    suspensions = tuple(
-        s
-        for s in view.suspensions
-        if s.status in (SuspensionStatus.ACTIVE, SuspensionStatus.AWAITING_REVIEW)
-    )
-    plans = tuple(p for p in view.plans if p.status is not PlanStatus.COMPLETED)
-    cases = (*open_cases, *closed)
+    cases = _kept_cases(view.cases)
     if (
         view.case_policy is None
-        and len(invoices) == len(view.invoices)
-        and len(suspensions) == len(view.suspensions)
-        and len(plans) == len(view.plans)
+        and all(map(_kept, view.invoices))
+        and all(map(_kept_suspension, view.suspensions))
+        and all(map(_kept_plan, view.plans))
         and len(cases) == len(view.cases)
-        and all(a is b for a, b in zip(cases, view.cases, strict=True))
+        and all(map(operator.is_, cases, view.cases))
     ):
         # Nothing to drop and the cases already in order (most decisions):
         # the view itself, without the copy (~8 µs per written decision).
         return view
     return view.model_copy(
         update={
-            "invoices": invoices,
+            "invoices": tuple(filter(_kept, view.invoices)),
             "cases": cases,
-            "suspensions": suspensions,
-            "plans": plans,
+            "suspensions": tuple(filter(_kept_suspension, view.suspensions)),
+            "plans": tuple(filter(_kept_plan, view.plans)),
             "case_policy": None,
         }
     )
