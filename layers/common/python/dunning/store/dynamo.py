@@ -565,16 +565,16 @@ class DynamoStore:
         return self._put(item)
 
     def _case_put(self, case: Case) -> dict[str, Any]:
-        return self._body_put(
-            case.account_id,
-            f"CASE#{case.case_id}",
-            "case",
-            case,
-            **{
+        return self._put(
+            {
+                PK: _s(f"ACCOUNT#{case.account_id}"),
+                SK: _s(f"CASE#{case.case_id}"),
+                "type": _s("case"),
+                "body": _s(compact(case)),
                 LIST_PK: _s(f"CASE#{case.status.value}"),
                 LIST_SK: _s(f"{case.level:03d}#{case.account_id}#{case.case_id}"),
                 "version": _n(case.version),
-            },
+            }
         )
 
     # -------------------------------------------------------------- accounts
