@@ -1,8 +1,11 @@
-"""The engine's `_replace` gives what pydantic's `model_copy(update=...)` gives.
+"""The engine's `_replace` gives what pydantic's `model_copy(update=...)` gives,
+and its `_contact` what validating a `Contact` gives.
 
 `dunning.engine._replace` copies the engine's frozen models on every level
 entered; it must give an equal model of the same class, with the same
 `model_fields_set`, still frozen, and leave the original untouched.
+`dunning.engine._contact` builds the contacts the caps record, without
+validating them again; it must give what `Contact(channel=..., at=...)` gives.
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ from dunning import engine
 from dunning.model import (
     Account,
     AccountView,
+    ActionType,
     Case,
     CaseStatus,
+    Contact,
     Invoice,
     InvoiceStatus,
     Mode,
@@ -77,3 +82,19 @@ def test_replace_gives_what_model_copy_gives(model: BaseModel, update: dict[str,
     first = next(iter(type(model).model_fields))
     with pytest.raises(ValidationError):
         setattr(replaced, first, getattr(model, first))
+
+
+@pytest.mark.parametrize("channel", [ActionType.EMAIL, ActionType.SMS, ActionType.CALL])
+def test_contact_gives_what_validation_gives(channel: ActionType) -> None:
+    expected = Contact(channel=channel, at=NOW)
+    built = engine._contact(channel, NOW)
+    assert type(built) is Contact
+    assert built == expected
+    assert built.model_fields_set == expected.model_fields_set
+    assert built.__pydantic_extra__ == expected.__pydantic_extra__
+    assert built.__pydantic_private__ == expected.__pydantic_private__
+    assert repr(built) == repr(expected)
+    assert built.model_dump_json() == expected.model_dump_json()
+    assert built.channel is channel and built.at is NOW
+    with pytest.raises(ValidationError):
+        built.at = NOW  # type: ignore[misc]
