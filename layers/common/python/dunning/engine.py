@@ -26,6 +26,7 @@ Rules (docs/architecture.md, "The engine", tells the story):
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import MISSING, dataclass, field, fields
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from decimal import Decimal
@@ -190,6 +191,14 @@ class _Facts:
     caps_horizon: timedelta
     # (days, as a timedelta) of the pre-due reminder levels (days <= 0), in order.
     reminder_offsets: tuple[tuple[int, timedelta], ...]
+    # Every level's days, and as a timedelta, in order (strictly increasing).
+    level_days: tuple[int, ...]
+    level_offsets: tuple[timedelta, ...]
+    # How many levels are pre-due reminders: they come first, the dunning levels
+    # (days > 0) after them.
+    pre_due: int
+    latest_only: bool  # catch_up is latest_only
+    min_gap: timedelta  # min_gap_days
     thresholds: dict[str, tuple[Decimal | None, Decimal]] = field(default_factory=dict)
     idle: dict[tuple[str, str | None], Explanation] = field(default_factory=dict)
 
@@ -224,6 +233,11 @@ def _facts(policy: Policy) -> _Facts:
         reminder_offsets=tuple(
             (level.days, timedelta(days=level.days)) for level in policy.levels if level.days <= 0
         ),
+        level_days=tuple(level.days for level in policy.levels),
+        level_offsets=tuple(timedelta(days=level.days) for level in policy.levels),
+        pre_due=sum(1 for level in policy.levels if level.days <= 0),
+        latest_only=policy.catch_up is CatchUp.LATEST_ONLY,
+        min_gap=timedelta(days=policy.min_gap_days),
     )
     return found
 
@@ -752,7 +766,7 @@ def _decide_scope(run: _Run, scope: list[Invoice], case: Case | None) -> None:
             explain(case.level, case.level, *reasons)
             return
         if outcome is _Suspended.ESCALATE:
-            nxt = _next_level(policy, case.level)
+            nxt = _next_level(_facts(policy), case.level)
             if nxt is not None:
                 case = _enter(run, policy, case, nxt, scope, balance, days, reasons, "escalated")
         escalated = outcome is _Suspended.ESCALATE
@@ -798,28 +812,23 @@ def _effective_policy(run: _Run, case: Case | None) -> Policy:
     return pinned
 
 
-def _target_level(policy: Policy, days: int, balance: Decimal, currency: str) -> int:
+def _target_level(facts: _Facts, days: int, balance: Decimal, currency: str) -> int:
     """The highest (1-based) dunning level whose days and minimum amount hold."""
-    levels = policy.levels
-    for i in range(len(levels) - 1, -1, -1):
-        level = levels[i]
-        if level.days <= 0:
-            return 0  # levels are ordered: the rest are pre-due reminders
-        if level.days > days:
-            continue
+    levels = facts.policy.levels
+    # Levels are ordered by days: the ones reached are the first `bisect_right`;
+    # of those, the dunning levels (after the pre-due ones) are candidates.
+    for number in range(bisect_right(facts.level_days, days), facts.pre_due, -1):
+        level = levels[number - 1]
         minimum = level.min_amount.get(currency) if level.min_amount else None
         if minimum is None or balance >= minimum:
-            return i + 1
+            return number
     return 0
 
 
-def _next_level(policy: Policy, current: int) -> int | None:
+def _next_level(facts: _Facts, current: int) -> int | None:
     """The next dunning (positive-days) level after `current`, 1-based."""
-    levels = policy.levels
-    for i in range(current, len(levels)):
-        if levels[i].days > 0:
-            return i + 1
-    return None
+    index = max(current, facts.pre_due)  # the dunning levels follow the pre-due ones
+    return index + 1 if index < len(facts.level_days) else None
 
 
 def _progress(
@@ -836,10 +845,11 @@ def _progress(
 ) -> None:
     """Move an active case up the levels as days and amounts allow."""
     currency = run.view.account.currency
-    target = _target_level(policy, days, balance, currency)
+    facts = run.facts if policy is run.policy else _facts(policy)
+    target = _target_level(facts, days, balance, currency)
     level = case.level
     hold_until: datetime | None = None
-    if target > level and policy.catch_up is CatchUp.LATEST_ONLY:
+    if target > level and facts.latest_only:
         hold_until = _day_hold(run, case)
     if hold_until is not None:
         # Entered a level earlier today (an escalation, or a level before new data
@@ -853,8 +863,9 @@ def _progress(
         )
         run.wake(hold_until)
     elif target > level and climb:
-        if policy.catch_up is CatchUp.LATEST_ONLY:
-            skipped = [i for i in range(level + 1, target) if policy.levels[i - 1].days > 0]
+        if facts.latest_only:
+            # The dunning levels between the case's level and the target.
+            skipped = range(max(level, facts.pre_due) + 1, target)
             for i in skipped:
                 run.event(
                     EventKind.LEVEL_SKIPPED,
@@ -873,9 +884,9 @@ def _progress(
             case = _enter(run, policy, case, target, scope, balance, days, reasons, "reached")
             changed = True
         else:
-            nxt = _next_level(policy, level)
+            nxt = _next_level(facts, level)
             assert nxt is not None
-            gap_until = _gap_until(run, policy, case)
+            gap_until = _gap_until(run, facts, case)
             if gap_until is None or gap_until <= run.now:
                 case = _enter(run, policy, case, nxt, scope, balance, days, reasons, "reached")
                 changed = True
@@ -898,16 +909,17 @@ def _progress(
     if changed:
         run.cases.append(case)
     # When can this case change next? The next level's date (or the gap).
-    nxt = _next_level(policy, case.level)
+    nxt = _next_level(facts, case.level)
     if case.status is not CaseStatus.ACTIVE:
         pass  # awaiting approval: the approval's decision re-opens evaluation
     elif nxt is not None and scope:
         # The earliest level date still ahead: a level held back by its minimum
         # amount waits for new money data, a later one still comes on its day.
-        gap_until = _gap_until(run, policy, case) if policy.catch_up is CatchUp.SEQUENTIAL else None
+        gap_until = None if facts.latest_only else _gap_until(run, facts, case)
         levels = policy.levels
+        offsets = facts.level_offsets
         for i in range(nxt - 1, len(levels)):
-            level_at = local_midnight(scope[0].due_date + timedelta(days=levels[i].days), run.tz)
+            level_at = local_midnight(scope[0].due_date + offsets[i], run.tz)
             if gap_until is not None and gap_until > level_at:
                 level_at = gap_until
             if level_at > run.now:
@@ -940,11 +952,11 @@ def _next_level_reason(level_no: int, name: str, level_at: datetime) -> Reason:
     return Reason("next_level", f"level {level_no} ({name}) is due at {level_at.isoformat()}")
 
 
-def _gap_until(run: _Run, policy: Policy, case: Case) -> datetime | None:
-    if case.entered_level_at is None or policy.min_gap_days == 0 or case.level == 0:
+def _gap_until(run: _Run, facts: _Facts, case: Case) -> datetime | None:
+    if case.entered_level_at is None or not facts.min_gap or case.level == 0:
         return None
     entered_day = case.entered_level_at.astimezone(run.tz).date()
-    return local_midnight(entered_day + timedelta(days=policy.min_gap_days), run.tz)
+    return local_midnight(entered_day + facts.min_gap, run.tz)
 
 
 def _enter(
