@@ -13,10 +13,13 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from dunning import engine
 from dunning.model import CatchUp, Policy
 from tests.builders import level, policy
+from tests.unit.strategies import CURRENCIES, PROPERTY_SETTINGS, policies
 
 POLICIES = [
     policy(),  # six dunning levels, no reminders
@@ -78,3 +81,29 @@ def test_facts_hold_the_levels_days_and_catch_up(p: Policy) -> None:
     assert all(lvl.is_pre_due for lvl in p.levels[: facts.pre_due])
     assert facts.latest_only is (p.catch_up is CatchUp.LATEST_ONLY)
     assert facts.min_gap.days == p.min_gap_days
+
+
+@st.composite
+def policy_and_currency(draw: st.DrawFn) -> tuple[Policy, str]:
+    currency = draw(st.sampled_from(CURRENCIES))
+    return draw(policies(currency)), currency
+
+
+@PROPERTY_SETTINGS
+@given(
+    pc=policy_and_currency(),
+    days=st.integers(-30, 200),
+    balance=st.decimals(min_value=0, max_value=10_000, places=2),
+    current=st.integers(0, 10),
+)
+def test_level_arithmetic_follows_the_rules_for_any_policy(
+    pc: tuple[Policy, str], days: int, balance: Decimal, current: int
+) -> None:
+    """Generated policies (1-8 levels, pre-due reminders, minimum amounts in the
+    account's currency or another): the same answers as the rules."""
+    p, currency = pc
+    facts = engine._facts(p)
+    assert engine._target_level(facts, days, balance, currency) == target_by_the_rules(
+        p, days, balance, currency
+    )
+    assert engine._next_level(facts, current) == next_by_the_rules(p, current)
