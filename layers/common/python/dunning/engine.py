@@ -124,17 +124,11 @@ def _replace(model: _M, update: dict[str, Any]) -> _M:
         or model.model_config.get("extra") == "allow"
     ):
         return model.model_copy(update=update)
-    cls = type(model)
-    copied = cls.__new__(cls)
     values = model.__dict__.copy()
     values.update(update)
     fields_set = model.__pydantic_fields_set__.copy()
     fields_set.update(update)
-    _setattr(copied, "__dict__", values)
-    _setattr(copied, "__pydantic_extra__", None)
-    _setattr(copied, "__pydantic_fields_set__", fields_set)
-    _setattr(copied, "__pydantic_private__", None)
-    return copied
+    return _built(type(model), values, fields_set)
 
 
 def _contact(channel: ActionType, at: datetime) -> Contact:
@@ -146,12 +140,18 @@ def _contact(channel: ActionType, at: datetime) -> Contact:
     given, as `_replace` takes `model_copy`'s (`test_engine_replace` checks
     both against pydantic).
     """
-    contact = Contact.__new__(Contact)
-    _setattr(contact, "__dict__", {"channel": channel, "at": at})
-    _setattr(contact, "__pydantic_extra__", None)
-    _setattr(contact, "__pydantic_fields_set__", {"channel", "at"})
-    _setattr(contact, "__pydantic_private__", None)
-    return contact
+    return _built(Contact, {"channel": channel, "at": at}, {"channel", "at"})
+
+
+def _built(cls: type[_M], values: dict[str, Any], fields_set: set[str]) -> _M:
+    """An instance of a model without extra or private attributes, its field
+    values set as they are (pydantic's `model_construct` steps)."""
+    built = cls.__new__(cls)
+    _setattr(built, "__dict__", values)
+    _setattr(built, "__pydantic_extra__", None)
+    _setattr(built, "__pydantic_fields_set__", fields_set)
+    _setattr(built, "__pydantic_private__", None)
+    return built
 
 
 if TYPE_CHECKING:  # the type checker checks every call against the class itself
@@ -310,6 +310,10 @@ class _Run:
     send_at: datetime | None = None  # the calendar's first sending instant from `now`
     send_iso: str = ""  # send_at.isoformat()
     more: bool = False  # the write budget stopped the decision short (`_over_budget`)
+
+    def facts_for(self, policy: Policy) -> _Facts:
+        """The facts of `policy`: the run's own (no lookup) or a pinned version's."""
+        return self.facts if policy is self.policy else _facts(policy)
 
     def wake(self, instant: datetime | None) -> None:
         if (
@@ -607,10 +611,7 @@ def _decide_scope(run: _Run, scope: list[Invoice], case: Case | None) -> None:
     for inv in scope:
         balance += inv.open_amount
     days = (run.today - scope[0].due_date).days if scope else 0
-    if policy is run.policy:
-        threshold, exit_threshold = run.facts.limits(currency)
-    else:
-        threshold, exit_threshold = _facts(policy).limits(currency)
+    threshold, exit_threshold = run.facts_for(policy).limits(currency)
 
     def explain(level: int, target: int, *reasons: Reason, case_id: str | None = None) -> None:
         run.explanations.append(
@@ -782,7 +783,7 @@ def _decide_scope(run: _Run, scope: list[Invoice], case: Case | None) -> None:
             explain(case.level, case.level, *reasons)
             return
         if outcome is _Suspended.ESCALATE:
-            nxt = _next_level(_facts(policy), case.level)
+            nxt = _next_level(run.facts_for(policy), case.level)
             if nxt is not None:
                 case = _enter(run, policy, case, nxt, scope, balance, days, reasons, "escalated")
         escalated = outcome is _Suspended.ESCALATE
@@ -861,7 +862,7 @@ def _progress(
 ) -> None:
     """Move an active case up the levels as days and amounts allow."""
     currency = run.view.account.currency
-    facts = run.facts if policy is run.policy else _facts(policy)
+    facts = run.facts_for(policy)
     target = _target_level(facts, days, balance, currency)
     level = case.level
     hold_until: datetime | None = None
@@ -1144,7 +1145,7 @@ def _send_time(calendar: Calendar | None, tz: tzinfo, now: datetime) -> tuple[da
 
 def _apply_cap(run: _Run, policy: Policy, channel: ActionType, at: datetime) -> datetime:
     """Defer a contact past the rolling-window cap; never drop it."""
-    facts = run.facts if policy is run.policy else _facts(policy)
+    facts = run.facts_for(policy)
     cap = facts.caps.get(channel)
     if cap is None:
         return at
@@ -1541,7 +1542,7 @@ def _explain(
 ) -> Explanation:
     currency = run.currency
     if exit_threshold is None:
-        limits = (run.facts if policy is run.policy else _facts(policy)).limits(currency)
+        limits = run.facts_for(policy).limits(currency)
         threshold, exit_threshold = limits
     return _new_explanation(
         case_id,

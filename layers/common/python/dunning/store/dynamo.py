@@ -553,28 +553,36 @@ class DynamoStore:
         )
 
     def _body_put(
-        self, account_id: str, sk: str, kind: str, model: BaseModel, **extra: Any
+        self,
+        account_id: str,
+        sk: str,
+        kind: str,
+        model: BaseModel,
+        extra: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
+        """An item of the account's partition holding `model` as its body, with
+        `extra` attributes after it."""
         item = {
             PK: _s(f"ACCOUNT#{account_id}"),
             SK: _s(sk),
             "type": _s(kind),
             "body": _s(compact(model)),
         }
-        item.update(extra)
+        if extra:
+            item.update(extra)
         return self._put(item)
 
     def _case_put(self, case: Case) -> dict[str, Any]:
-        return self._put(
+        return self._body_put(
+            case.account_id,
+            f"CASE#{case.case_id}",
+            "case",
+            case,
             {
-                PK: _s(f"ACCOUNT#{case.account_id}"),
-                SK: _s(f"CASE#{case.case_id}"),
-                "type": _s("case"),
-                "body": _s(compact(case)),
                 LIST_PK: _s(f"CASE#{case.status.value}"),
                 LIST_SK: _s(f"{case.level:03d}#{case.account_id}#{case.case_id}"),
                 "version": _n(case.version),
-            }
+            },
         )
 
     # -------------------------------------------------------------- accounts
